@@ -1,0 +1,1 @@
+"""Data: corpora, tokenizers, the joint vocabulary and Grain input pipelines."""
