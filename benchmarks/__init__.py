@@ -1,0 +1,1 @@
+"""Benchmarks: speed figures as JSON lines (never timed tests). Run scripts from the repository root."""

@@ -1,0 +1,166 @@
+"""Train-step benchmark: tokens/s, FLOP/s and MFU of each implementation, bracketed against torch.compile.
+
+  python benchmarks/train_step.py [--sizes tiny,small] [--rounds N] [--impls torch-compile,torch-eager,...]
+
+Prints one JSON object per line: one per (name, impl), then one with the measured fp32 matmul ceiling. Progress
+goes to stderr. Method: benchmarks/harness.py and shared/docs/CPU_PERF.md (one process per implementation,
+interleaved blocks ref/cand/ref, median over rounds of the step-time ratio, loaded blocks discarded and retried).
+
+Implementations: torch-compile (the reference), torch-eager (benchmarks/torch_reference.py), jax-probe
+(benchmarks/jax_probe.py, plain JAX) and mdm-lab, the lab's own step, which must provide:
+
+  mdm_jax.bench.make_step(name_or_dims, batch: int, seq: int) -> (step_fn, state)
+
+  * name_or_dims: "tiny" | "small" or a dict with d, n_layers, n_heads, ff, vocab (see benchmarks/sizes.py).
+  * It builds the lab's model, masked-diffusion loss and optimizer with the settings of benchmarks/sizes.py and the
+    architecture of benchmarks/torch_reference.py, on a fixed batch of `batch` x `seq` tokens uniform in
+    [0, vocab-1) ([MASK] = vocab-1; benchmarks.sizes.fixed_batch gives the same batch as the reference).
+  * `state = step_fn(state)` runs exactly one full train step: fresh t and mask (from a key carried in `state`),
+    forward, backward, gradient clipping, AdamW update. It returns only when the step is done (block on the new
+    state, e.g. jax.block_until_ready), and does no other host sync, printing or logging. `state` is opaque to
+    the harness and threaded from call to call, so it may be donated.
+  * The first calls may compile: the harness runs warm-up steps before any timing.
+If `mdm_jax.bench` is not importable the mdm-lab line is {"name", "impl": "mdm-lab", "skipped": reason}.
+"""
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script from anywhere
+
+from benchmarks import harness  # noqa: E402  (stdlib-only imports; the workers load torch or jax)
+from benchmarks import sizes  # noqa: E402
+from mdm_jax.errors import UserError  # noqa: E402
+
+REFERENCE = "torch-compile"
+IMPLS = {
+    "torch-compile": ("benchmarks.torch_reference", "make_bench_step", {"compile": True}, "torch"),
+    "torch-eager": ("benchmarks.torch_reference", "make_bench_step", {"compile": False}, "torch"),
+    "jax-probe": ("benchmarks.jax_probe", "make_step", {}, "jax"),
+    "mdm-lab": ("mdm_jax.bench", "make_step", {}, "jax"),
+}
+
+
+def _split_choices(flag: str, text: str, allowed) -> list[str]:
+  items = [x.strip() for x in text.split(",") if x.strip()]
+  unknown = [x for x in items if x not in allowed]
+  if unknown or not items:
+    raise UserError(flag, f"unknown or empty choice {unknown or text!r}", f"use a comma list of {sorted(allowed)}")
+  return items
+
+
+def parse_args(argv) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--sizes", default="tiny,small")
+  p.add_argument("--impls", default=",".join(IMPLS))
+  p.add_argument("--rounds", type=int, default=5)
+  p.add_argument("--block-seconds", type=float, default=1.5, help="target length of one timed block")
+  p.add_argument("--warmup-steps", type=int, default=3)
+  p.add_argument("--max-other-cores", type=float, default=0.1, help="discard blocks with more background load")
+  p.add_argument("--retries", type=int, default=4, help="retries of a loaded block before keeping the least loaded")
+  args = p.parse_args(argv)
+  args.sizes = _split_choices("--sizes", args.sizes, sizes.SIZES)
+  args.impls = _split_choices("--impls", args.impls, IMPLS)
+  if REFERENCE not in args.impls:
+    args.impls.insert(0, REFERENCE)  # every ratio is taken against torch.compile
+  if args.rounds < 1:
+    raise UserError("--rounds", f"must be >= 1, got {args.rounds}", "pass a positive count")
+  return args
+
+
+def start_workers(size: str, impls: list[str]) -> tuple[list, list[dict]]:
+  """Spawns one worker per implementation (builds run in parallel); returns ready workers and skip lines."""
+  cfg = sizes.SIZES[size]
+  workers, skipped = [], []
+  for impl in impls:
+    module, function, extra, lib = IMPLS[impl]
+    if importlib.util.find_spec(module.rsplit(".", 1)[0]) is None or importlib.util.find_spec(module) is None:
+      skipped.append({"name": size, "impl": impl, "skipped": f"{module} is not importable"})
+      continue
+    kwargs = {"name_or_dims": size, "batch": cfg.batch, "seq": cfg.seq, **extra}
+    workers.append(harness.Worker(harness.ImplSpec(impl, module, function, kwargs, lib)))
+  ready = []
+  for w in workers:
+    if w.wait_ready() == "ok":
+      ready.append(w)
+    else:
+      skipped.append({"name": size, "impl": w.spec.name, w.status: w.reason.strip().splitlines()[-1]})
+      print(f"{w.spec.name}: {w.status}:\n{w.reason}", file=sys.stderr)
+      w.close()
+  return ready, skipped
+
+
+def bench_size(size: str, args, ceilings: dict) -> list[dict]:
+  """Warm-up, calibration, memory marks and the bracketed rounds for one size; returns its result rows."""
+  cfg = sizes.SIZES[size]
+  print(f"[{size}] building {', '.join(args.impls)}", file=sys.stderr, flush=True)
+  workers, rows = start_workers(size, args.impls)
+  try:
+    by_name = {w.spec.name: w for w in workers}
+    if REFERENCE not in by_name:
+      raise RuntimeError(f"the reference {REFERENCE} could not be built: {rows}")
+    for w in workers:  # compile all in parallel; nothing is timed yet
+      w.send("steps", args.warmup_steps)
+    for w in workers:
+      w.recv("warm-up")
+    steps, build_rss = {}, {}
+    for w in workers:
+      step_s = w.call("steps", 2)
+      steps[w.spec.name] = max(1, math.ceil(args.block_seconds / step_s))
+      build_rss[w.spec.name] = w.call("hwm")
+      w.call("reset_hwm")
+    print(f"[{size}] steps per block {steps}", file=sys.stderr, flush=True)
+    ref = by_name[REFERENCE]
+    out = harness.run_bracketed(ref, [w for w in workers if w is not ref], steps, args.rounds,
+                                args.max_other_cores, args.retries)
+    flops_per_token = harness.train_flops_per_token(cfg.d, cfg.n_layers, cfg.n_heads, cfg.ff, cfg.vocab, cfg.seq)
+    for w in workers:
+      name, log = w.spec.name, out["logs"][w.spec.name]
+      step_rss = w.call("hwm")
+      tokens_per_s = cfg.tokens_per_step / statistics.median(log.step_s)
+      ratio = statistics.median(out["ratios"][name]) if name != REFERENCE else 1.0
+      rows.append({"name": size, "impl": name, "tokens_per_s": tokens_per_s, "ratio_vs_torch_compile": ratio,
+                   "ratio_rounds": [round(r, 4) for r in out["ratios"].get(name, [])],
+                   "flops_per_token": flops_per_token, "achieved_flops_per_s": tokens_per_s * flops_per_token,
+                   "peak_rss_mb": round(max(build_rss[name], step_rss), 1), "step_peak_rss_mb": round(step_rss, 1),
+                   "steps_per_block": steps[name], **log.summary()})
+    for w in workers:  # each library's own matmul peak, measured after the timing so that it disturbs nothing
+      lib = w.spec.lib
+      ceilings[lib] = max(ceilings.get(lib, 0.0), w.call("peak"))
+  finally:
+    for w in workers:
+      w.close()
+  return rows
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  ceilings = {"numpy": harness.matmul_peak("numpy")}
+  rows = []
+  for size in args.sizes:
+    rows += bench_size(size, args, ceilings)
+  ceilings["numpy"] = max(ceilings["numpy"], harness.matmul_peak("numpy"))
+  ceiling = max(ceilings.values())
+  for row in rows:
+    if "tokens_per_s" in row:
+      row.update(mfu=row["achieved_flops_per_s"] / ceiling, ceiling_flops_per_s=ceiling)
+    print(json.dumps(row), flush=True)
+  versions = {p: importlib.metadata.version(p) for p in ("torch", "jax", "jaxlib", "optax", "numpy")}
+  print(json.dumps({"ceiling_flops_per_s": ceiling, "ceiling_by_lib": ceilings, "cpu_count": os.cpu_count(),
+                    "flops_convention": "noncausal METHOD.md 6.1 (harness.train_flops_per_token fallback)",
+                    "versions": versions}), flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  try:
+    sys.exit(main())
+  except UserError as e:
+    print(f"train_step: error: {e}", file=sys.stderr)
+    sys.exit(2)
