@@ -12,14 +12,24 @@ BASIN_RTOL = 1e-6
 FEW_STARTS = 100  # ml-scalefit: ~10 starts leave ~3% gaps on the exponents; ~100 are needed (§5.5)
 
 
-def basin_count(f_S, rtol: float = BASIN_RTOL) -> int:
-  """Number of starts whose objective is within rtol (relative) of the best: scale-free by construction."""
-  f_S = np.asarray(f_S, np.float64)
-  finite = f_S[np.isfinite(f_S)]
-  if finite.size == 0:
+def basin_count(f_S, rtol: float = BASIN_RTOL, atol: float = 0.0) -> int:
+  """Number of starts whose objective is within rtol·|best| + atol of the best.
+
+  atol is the caller's rounding floor in objective units (zero-residual fits end at ~1e-30 with scatter of the same
+  order; every start there reached the truth)."""
+  f = np.asarray(f_S, np.float64)
+  f = f[np.isfinite(f)]
+  if f.size == 0:
     return 0
-  best = finite.min()
-  return int(np.sum(finite <= best + rtol * abs(best)))
+  return int(np.sum(f <= f.min() + rtol * abs(f.min()) + atol))
+
+
+def count_basins(f_S, rtol: float = BASIN_RTOL, atol: float = 0.0) -> int:
+  """Distinct final objective levels: sorted objectives separated by more than rtol·|f| + atol start a new basin."""
+  f = np.sort(np.asarray(f_S, np.float64)[np.isfinite(f_S)])
+  if f.size == 0:
+    return 0
+  return int(1 + np.sum(np.diff(f) > rtol * np.abs(f[1:]) + atol))
 
 
 def parameter_flags(names, x_P, x0_P, lower=None, upper=None, grid_lo=None, grid_hi=None, rtol: float = 1e-9):

@@ -25,6 +25,7 @@ DEFAULT_GRID = {"a": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0), "b": (0.0, 5.0, 10.0, 1
 DEFAULT_BOUNDS = {"alpha": (0.0, 5.0), "beta": (0.0, 5.0)}
 NATURAL_NAMES = {"a": "A", "b": "B", "e": "E", "alpha": "alpha", "beta": "beta"}
 MIN_POINTS = 6  # more points than the 5 parameters
+ZERO_RESIDUAL = 1e-9  # max |log-residual| below which a stalled search has simply reached the data exactly
 LOOSE_SE = 0.1  # relative standard error of A, B or E above which it is reported as poorly identified
 
 
@@ -92,8 +93,12 @@ def fit_diagnostics(obj: LseObjective, res: lbfgs.BatchResult, best: int, x0, lo
   names = [NATURAL_NAMES[k] for k in PARAM_NAMES]
   flags = diag.parameter_flags(names, x, x0[best], lower, upper, x0.min(0), x0.max(0))
   status = lbfgs.STATUS_NAMES[int(res.status[best])]
-  n_basin = diag.basin_count(res.f)
+  # The rounding floor in objective units: every residual at ZERO_RESIDUAL (scale-free through obj.scale).
+  floor = obj.scale * obj.log_n.size * 0.5 * ZERO_RESIDUAL**2
+  n_basin = diag.basin_count(res.f, atol=floor)
   r = obj.residuals(x)[0]
+  if res.status[best] == lbfgs.STALLED and np.max(np.abs(r)) < ZERO_RESIDUAL:
+    status = "converged_zero_residual"  # noise-free data: nothing left to decrease but rounding
   jac = jacobian_log_prediction(x, obj.log_n, obj.log_d)
   cond = diag.condition_number(jac)
   se = diag.approx_standard_errors(jac, r)
@@ -106,20 +111,12 @@ def fit_diagnostics(obj: LseObjective, res: lbfgs.BatchResult, best: int, x0, lo
     warnings.append(f"E = {E:.3g} collapsed towards 0: the irreducible loss is not identified by these runs")
   warnings.extend(table_warnings(table))
   return {"status": status, "x_log": x.tolist(), "status_counts": res.status_counts(), "n_starts": int(x0.shape[0]),
-          "best_basin_count": n_basin, "n_basins": count_basins(res.f), "best_start": x0[best].tolist(),
+          "best_basin_count": n_basin, "n_basins": diag.count_basins(res.f, atol=floor), "best_start": x0[best].tolist(),
           "iterations_best": int(res.n_iter[best]), "evaluations": int(res.n_eval),
           "projected_gradient_max_rel": float(np.max(np.abs(pg)) / max(abs(res.f[best]), 1e-300)), **flags,
           "condition_number": cond,
           "approx_se_log": {k: float(se[i]) for i, k in enumerate(PARAM_NAMES)}, "residuals": diag.residual_summary(r, obj.delta if obj.loss == "huber" else None),
           "warnings": warnings}
-
-
-def count_basins(f_S, rtol: float = diag.BASIN_RTOL) -> int:
-  """Distinct final objective levels (gaps larger than rtol·|f| separate basins)."""
-  f = np.sort(np.asarray(f_S)[np.isfinite(f_S)])
-  if f.size == 0:
-    return 0
-  return int(1 + np.sum(np.diff(f) > rtol * np.maximum(np.abs(f[1:]), 1e-300)))
 
 
 def jacobian_log_prediction(x_P, log_n, log_d):
