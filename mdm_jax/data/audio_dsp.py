@@ -77,13 +77,42 @@ def griffin_lim(magnitude_TxF: np.ndarray, n_fft: int, hop: int, length: int, it
   return istft(spec, n_fft, hop, length)
 
 
+def _next_smooth(n: int) -> int:
+  """Smallest integer >= n whose prime factors are 2, 3 and 5 (fast FFT sizes)."""
+  best = 1 << max(0, (n - 1).bit_length())
+  p5 = 1
+  while p5 < best:
+    p35 = p5
+    while p35 < best:
+      p2 = p35 * (1 << max(0, (-(-n // p35) - 1).bit_length()))  # smallest p35 * 2^k >= n
+      best = min(best, p2)
+      p35 *= 3
+    p5 *= 5
+  return best
+
+
 def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-  """Polyphase resampling (scipy's anti-aliased FIR) by the reduced ratio rate_out/rate_in; float32 out."""
-  from scipy.signal import resample_poly  # pylint: disable=import-outside-toplevel
+  """Band-limited resampling by FFT: keep the spectrum below both Nyquist rates, re-synthesise at the new rate.
+
+  The input is zero-padded to down * m samples (m with only factors 2, 3, 5) so both FFTs are fast and the output
+  length is exact; utterances start and end in silence, so the implied periodicity is harmless.
+  (numpy only: scipy.signal takes seconds to import in every fresh synthesis process.)
+  """
+  x = np.asarray(x, np.float64)
+  if rate_in == rate_out or len(x) == 0:
+    return x.astype(np.float32)
   g = math.gcd(rate_in, rate_out)
-  if rate_in == rate_out:
-    return np.asarray(x, np.float32)
-  return resample_poly(np.asarray(x, np.float32), rate_out // g, rate_in // g).astype(np.float32)
+  up, down = rate_out // g, rate_in // g
+  m = _next_smooth(-(-len(x) // down))
+  n_in, n_out = down * m, up * m
+  spectrum = np.fft.rfft(x, n_in)
+  keep = min(len(spectrum), n_out // 2 + 1)
+  out = np.zeros(n_out // 2 + 1, np.complex128)
+  out[:keep] = spectrum[:keep]
+  if keep == n_out // 2 + 1 and n_out % 2 == 0:
+    out[-1] = out[-1].real  # the new Nyquist bin of an even-length real signal is real
+  y = np.fft.irfft(out, n_out) * (n_out / n_in)
+  return y[:int(round(len(x) * up / down))].astype(np.float32)
 
 
 def log_spectral_distance_db(reference: np.ndarray, estimate: np.ndarray, n_fft: int = 512, hop: int = 128,

@@ -5,7 +5,7 @@ codes per frame from a residual k-means VQ, flattened frame-major ([f0s0, f0s1, 
 stages * sample_rate / hop per second. Codes of stage s occupy [s*K, (s+1)*K) of the tokenizer's range, so each
 stage has its own embeddings in the joint vocabulary.
 Decode: codes -> log-mel frames, linearly interpolated in time down to `synth_hop` (Griffin-Lim needs >= 75 %
-overlap to converge) -> linear magnitude by the filterbank's pseudo-inverse -> Griffin-Lim phase -> waveform.
+overlap to work well) -> linear magnitude by the filterbank's pseudo-inverse -> Griffin-Lim phase -> waveform.
 """
 import dataclasses
 
@@ -24,15 +24,15 @@ class AudioTokenizerConfig:
   n_mels: int = 64
   stages: int = 1
   codebook_size: int = 512
-  synth_hop: int = 64
+  synth_hop: int = 128
   griffin_lim_iters: int = 32
   log_floor: float = 1e-5
   iters: int = 20
   seed: int = 0
 
   def __post_init__(self):
-    if self.hop % self.synth_hop or self.n_fft % self.synth_hop:
-      raise ValueError(f"synth_hop {self.synth_hop} must divide hop {self.hop} and n_fft {self.n_fft}")
+    if self.n_fft % self.synth_hop:
+      raise ValueError(f"synth_hop {self.synth_hop} must divide n_fft {self.n_fft}")
 
   @property
   def vocab_size(self) -> int:
@@ -58,8 +58,8 @@ class AudioTokenizer:
   def features(self, wave: np.ndarray) -> np.ndarray:
     """Log-mel frames [T, n_mels] (natural log of mel-weighted STFT magnitude)."""
     c = self.config
-    magnitude = np.abs(audio_dsp.stft(wave, c.n_fft, c.hop)).astype(np.float32)
-    return np.log(np.maximum(magnitude @ self._mel_MxF.T, c.log_floor))
+    magnitude = np.abs(audio_dsp.stft(wave, c.n_fft, c.hop)).astype(np.float64)  # float64: see kmeans.py
+    return np.log(np.maximum(magnitude @ self._mel_MxF.T.astype(np.float64), c.log_floor))
 
   @classmethod
   def train(cls, waves: list[np.ndarray], config: AudioTokenizerConfig) -> "AudioTokenizer":
@@ -87,9 +87,8 @@ class AudioTokenizer:
     logmel_TxM = self.decode_features(codes)
     t = len(logmel_TxM)
     length = num_samples if num_samples is not None else (t - 1) * c.hop
-    fine = c.hop // c.synth_hop
     n_fine = audio_dsp.num_frames(length, c.synth_hop)
-    positions = np.minimum(np.arange(n_fine) / fine, t - 1)
+    positions = np.minimum(np.arange(n_fine) * (c.synth_hop / c.hop), t - 1)  # in units of token frames
     lo = np.floor(positions).astype(int)
     hi = np.minimum(lo + 1, t - 1)
     w = (positions - lo)[:, None].astype(np.float32)

@@ -56,6 +56,11 @@ def _library() -> tuple[ctypes.CDLL, int]:
   return lib, rate
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+  return ctypes.CDLL(None)
+
+
 def sample_rate() -> int:
   return _library()[1]
 
@@ -75,10 +80,13 @@ def set_voice(name: str = "en-us", rate: int = 175, pitch: int = 50) -> None:
   lib.espeak_SetParameter(_PARAM_PITCH, int(pitch), 0)
 
 
-def synth(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50) -> tuple[np.ndarray, list]:
+def synth(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, seed: int = 0) -> tuple[np.ndarray, list]:
   """Speaks `text`; returns int16 samples and (word, character offset, start sample) of each word."""
   lib = _library()[0]
   set_voice(voice, rate, pitch)
+  # eSpeak's voicing noise draws from its own generator and from libc rand(): fixed seeds make speech reproducible
+  lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))
+  _libc().srand(ctypes.c_uint(seed))
   _chunks.clear()
   _words.clear()
   data = text.encode("utf-8") + b"\0"

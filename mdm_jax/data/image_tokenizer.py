@@ -54,13 +54,13 @@ class ImageTokenizer:
   @classmethod
   def train(cls, images_NxHxWxC: np.ndarray, config: ImageTokenizerConfig) -> "ImageTokenizer":
     patches = to_patches(_check(images_NxHxWxC, config), config.patch).reshape(-1, config.patch ** 2 * config.channels)
-    book = kmeans.kmeans(patches.astype(np.float32) / 255.0, config.codebook_size, iters=config.iters,
+    book = kmeans.kmeans(patches / 255.0, config.codebook_size, iters=config.iters,
                          seed=config.seed)
     return cls(config, book)
 
   def encode(self, images_NxHxWxC: np.ndarray) -> np.ndarray:
     c = self.config
-    patches = to_patches(_check(images_NxHxWxC, c), c.patch).astype(np.float32) / 255.0
+    patches = to_patches(_check(images_NxHxWxC, c), c.patch) / 255.0
     n, t, p = patches.shape
     return kmeans.assign(patches.reshape(n * t, p), self.codebook_KxP).reshape(n, t)
 

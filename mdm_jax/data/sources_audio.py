@@ -2,8 +2,13 @@
 
 Audio is synthesised at prepare time (about 300-900x real time per core), never stored in git. An utterance longer
 than `max_seconds` is cut at a word start reported by eSpeak, and its transcript cut at the same word, so audio and
-transcript stay aligned. Encoding runs in worker processes (eSpeak is one synthesizer per process), each loading the
-saved audio tokenizer, so only codes cross process boundaries.
+transcript stay aligned.
+
+Reproducibility: eSpeak's output depends on everything the process synthesised before (static generator state that
+espeak_Terminate/Initialize does not reset), not only on its random seeds. So utterances are cut into fixed chunks
+of `CHUNK`, and each chunk is synthesised in a fresh process forked from a clean fork server (one task per child):
+the waveform of an utterance is then a function of its chunk alone, whatever the number of workers or their timing.
+The parent process never synthesises.
 """
 import dataclasses
 import functools
@@ -64,39 +69,52 @@ def speak(utt: Utterance, sample_rate: int, max_seconds: float) -> tuple[np.ndar
   return audio_dsp.resample(audio.astype(np.float32) / 32768.0, native, sample_rate), transcript
 
 
+CHUNK = 64  # utterances per fresh synthesis process; part of the data's identity (see module docstring)
+
+
 @functools.lru_cache(maxsize=2)
 def _tokenizer(path: str) -> AudioTokenizer:
   return AudioTokenizer.load(path)
 
 
-def _encode_chunk(args) -> list[tuple[np.ndarray, str, float] | None]:
-  utts, tokenizer_path, max_seconds = args
-  tok = _tokenizer(tokenizer_path)
+def _speak_chunk(args) -> list:
+  """(wave, transcript) per utterance, or (codes, transcript, seconds) when a tokenizer path is given."""
+  from threadpoolctl import threadpool_limits  # pylint: disable=import-outside-toplevel
+  utts, sample_rate, max_seconds, tokenizer_path = args
+  tok = _tokenizer(tokenizer_path) if tokenizer_path else None
   out = []
-  for utt in utts:
-    spoken = speak(utt, tok.config.sample_rate, max_seconds)
-    out.append(None if spoken is None else
-               (tok.encode(spoken[0]), spoken[1], len(spoken[0]) / tok.config.sample_rate))
+  with threadpool_limits(1):  # per-utterance matmuls are tiny: BLAS threads only contend (4x slower measured)
+    for utt in utts:
+      spoken = speak(utt, sample_rate, max_seconds)
+      if spoken is None or tok is None:
+        out.append(spoken)
+      else:
+        out.append((tok.encode(spoken[0]), spoken[1], len(spoken[0]) / sample_rate))
   return out
 
 
-def encode_utterances(utts: list[Utterance], tokenizer_path: str, max_seconds: float, workers: int = 1,
-                      progress=None, chunk: int = 64) -> list[tuple[np.ndarray, str, float] | None]:
-  """(codes, transcript, seconds) per utterance, in order; None where nothing fit. `progress(n)` counts done."""
-  chunks = [(utts[i:i + chunk], str(tokenizer_path), max_seconds) for i in range(0, len(utts), chunk)]
+def _map_chunks(utts: list[Utterance], sample_rate: int, max_seconds: float, tokenizer_path: str | None,
+                workers: int, progress) -> list:
+  chunks = [(utts[i:i + CHUNK], sample_rate, max_seconds, tokenizer_path) for i in range(0, len(utts), CHUNK)]
+  ctx = multiprocessing.get_context("forkserver")
+  ctx.set_forkserver_preload([__name__, "threadpoolctl"])  # children start with these imported
   results = []
-  if workers <= 1:
-    mapped = map(_encode_chunk, chunks)
-  else:  # spawn: every worker starts its own eSpeak instead of inheriting the parent's library state
-    pool = multiprocessing.get_context("spawn").Pool(workers)
-    mapped = pool.imap(_encode_chunk, chunks)
-  try:
-    for part in mapped:
+  with ctx.Pool(max(1, workers), maxtasksperchild=1) as pool:  # one chunk per child: every chunk starts clean
+    for part in pool.imap(_speak_chunk, chunks):
       results.extend(part)
       if progress:
         progress(len(part))
-  finally:
-    if workers > 1:
-      pool.close()
-      pool.join()
   return results
+
+
+def speak_many(utts: list[Utterance], sample_rate: int, max_seconds: float, workers: int = 1,
+               progress=None) -> list[tuple[np.ndarray, str] | None]:
+  """(waveform, transcript) per utterance, in order; None where nothing fit. `progress(n)` counts done."""
+  return _map_chunks(utts, sample_rate, max_seconds, None, workers, progress)
+
+
+def encode_utterances(utts: list[Utterance], tokenizer_path: str, max_seconds: float, workers: int = 1,
+                      progress=None) -> list[tuple[np.ndarray, str, float] | None]:
+  """(codes, transcript, seconds) per utterance, in order; only codes cross process boundaries."""
+  sample_rate = AudioTokenizer.load(tokenizer_path).config.sample_rate
+  return _map_chunks(utts, sample_rate, max_seconds, str(tokenizer_path), workers, progress)
