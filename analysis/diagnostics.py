@@ -78,7 +78,8 @@ def approx_standard_errors(jacobian_nxP, r_n) -> np.ndarray:
   return sigma * np.sqrt(np.maximum(np.diag(cov), 0.0))
 
 
-def warnings_for(flags: dict, status: str, n_starts: int, n_basin: int, loose: dict | None = None) -> list[str]:
+def warnings_for(flags: dict, status: str, n_starts: int | None = None, n_basin: int = 0,
+                 loose: dict | None = None) -> list[str]:
   """The plain-language list a user sees; empty means nothing looked wrong."""
   out = []
   if not status.startswith("converged"):
@@ -89,7 +90,9 @@ def warnings_for(flags: dict, status: str, n_starts: int, n_basin: int, loose: d
     out.append(f"{name} is at or outside the edge of the start grid: widen the grid")
   for name in flags.get("at_initial_value", []):
     out.append(f"{name} never moved from its start value: the optimiser may have stopped at once")
-  if n_starts < FEW_STARTS:
+  if n_starts is None:  # a single-start method (grid search + refinement): no start statistics
+    pass
+  elif n_starts < FEW_STARTS:
     out.append(f"only {n_starts} starts: fewer than {FEW_STARTS} leave percent-level gaps on the exponents")
   elif n_basin < 2:
     out.append("the best basin was reached by a single start: the optimum may not be the global one")
