@@ -119,10 +119,10 @@ class MixtureSource:
     return {f: seq[f] for f in self.fields}
 
   def _eval_batches(self, source: ShardSource, batch_size: int, max_batches: int) -> list[dict[str, np.ndarray]]:
+    if len(source) == 0:
+      raise UserError(source.paths[0], "no validation rows", "prepare with more held-out data")
+    batch_size = min(batch_size, len(source))  # a small held-out set gives smaller (but fixed-shape) eval batches
     n = min(max_batches, len(source) // batch_size)
-    if n == 0:
-      raise UserError("eval_batch_size", f"{batch_size} rows per batch but only {len(source)} validation rows in "
-                      f"{source.paths[0]}", "use a smaller batch")
     rows = [self._select(source[i]) for i in range(n * batch_size)]
     return [{f: np.stack([r[f] for r in rows[b * batch_size:(b + 1) * batch_size]]) for f in self.fields}
             for b in range(n)]

@@ -74,9 +74,15 @@ class _Build:
                         "audio_size": self.vocab.audio_size, "size": self.vocab.size, "table": self.vocab.table()}}
 
   def step(self, name: str, started: float) -> None:
-    self.m["timings"][name] = round(time.perf_counter() - started, 3)
+    self.lap(name, started)
     self.bar.set_postfix_str(name)
     self.bar.update(1)
+
+  def lap(self, name: str, started: float) -> float:
+    """Records seconds since `started` under timings[name]; returns now (the next lap's start)."""
+    now = time.perf_counter()
+    self.m["timings"][name] = round(now - started, 3)
+    return now
 
   def rng(self, stream: str) -> np.random.Generator:
     return np.random.default_rng([self.cfg.seed, int(hashlib.sha256(stream.encode()).hexdigest()[:8], 16)])
@@ -94,7 +100,7 @@ class _Build:
     self.m["tokenizers"][modality] = {"file": rel, "file_sha256": shards.sha256_file(self.out / rel), **facts}
 
   # -- text -------------------------------------------------------------------------------------------------------
-  def text_documents(self) -> list[tuple[str, str]]:
+  def load_text_documents(self) -> list[tuple[str, str]]:
     docs = []
     for name in self.cfg.text_sources:
       if name == "shakespeare14":
@@ -111,7 +117,9 @@ class _Build:
   def build_text(self, extra_texts: list[str]):
     from mdm_jax.data.pipeline import pack  # pylint: disable=import-outside-toplevel
     t0 = time.perf_counter()
-    docs = self.text_documents()
+    docs = self.load_text_documents()
+    if self.cfg.text_documents:
+      docs = docs[:self.cfg.text_documents]
     train_idx, val_idx = _split(len(docs), self.cfg.text_val_documents, self.rng("text-split"))
     titles, texts = zip(*docs)
     train_texts = [texts[i] for i in train_idx]
@@ -200,7 +208,9 @@ class _Build:
                                 seed=cfg.seed)
     spoken = sources_audio.speak_many(plans["train"][:cfg.audio_codebook_utterances], tcfg.sample_rate,
                                       cfg.audio_max_seconds, self.workers)
+    lap = self.lap("audio: codebook speech", t0)
     tok = AudioTokenizer.train([s[0] for s in spoken if s is not None], tcfg)
+    lap = self.lap("audio: codebook training", lap)
     rel = "tokenizers/audio.npz"
     tok.save(self.out / rel)
     self.tokenizer_entry("audio", rel, version=f"{audio_tokenizer.KIND}-v{audio_tokenizer.VERSION}",
@@ -209,7 +219,9 @@ class _Build:
     held_out = sources_audio.speak_many(plans["val"][:cfg.recon_utterances], tcfg.sample_rate,
                                         cfg.audio_max_seconds, self.workers)
     with threadpool_limits(1):  # Griffin-Lim is many small FFTs and matmuls: BLAS threads only contend
-      self.m["reconstruction"]["audio"] = tok.reconstruction_error([s[0] for s in held_out if s is not None])
+      self.m["reconstruction"]["audio"] = tok.reconstruction_error([s[0] for s in held_out if s is not None],
+                                                                   stoi=cfg.audio_stoi)
+    lap = self.lap("audio: reconstruction report", lap)
     self.m["sources"]["espeak-ng"] = {**sources_audio.LICENCES["espeak-ng"], "version": espeak_tts.version(),
                                       "voices": [v for v, _ in voices], "rates_wpm": list(sources_audio.RATES_WPM),
                                       "lines": len(lines), "line_sources": list(cfg.audio_lines),
@@ -226,6 +238,7 @@ class _Build:
       self.m["splits"]["audio"][split].update(
           utterances=len(results), unspeakable=len(results) - len(kept), seconds=float(sum(r[2] for r in kept)),
           dropped_too_long=sum(s is None for s in seqs))
+      lap = self.lap(f"audio: {split} speech and codes", lap)
     self.step("audio", t0)
 
   def run(self) -> dict:
@@ -239,9 +252,9 @@ class _Build:
     files += [self.out / t["file"] for t in self.m["tokenizers"].values()]
     self.m["sizes"] = {"bytes_total": int(sum(f.stat().st_size for f in files)), "files": len(files)}
     self.m["versions"] = _versions()
-    self.m["timings"]["total"] = round(sum(self.m["timings"].values()), 3)
+    self.lap("total", t0)
     manifest_lib.write(self.out, self.m)
-    self.step("manifest", t0)
+    self.bar.update(1)
     self.bar.close()
     return self.m
 
@@ -269,4 +282,5 @@ def prepare(out, cfg: sets.PrepareConfig, cache_dir=None, progress: bool = True,
     stale.unlink()  # a half-rebuilt directory must never look current
   for old in (out / "shards").glob("*.array_record"):
     old.unlink()  # a previous config may have written more shards than this one will
-  return _Build(cfg, out, cache_dir, progress, workers).run(), True
+  _Build(cfg, out, cache_dir, progress, workers).run()
+  return manifest_lib.read(out), True  # as written (JSON types), identical to what a later no-op returns

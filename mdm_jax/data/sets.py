@@ -19,6 +19,7 @@ class PrepareConfig:
   # text: documents for packed rows; whole documents are held out
   text_sources: tuple[str, ...] = ("shakespeare14",)
   text_val_documents: int = 1
+  text_documents: int = 0                # use only the first N documents (0: all); for small test builds
   # images: sources, canvas, patch; a random fraction held out
   image_sources: tuple[str, ...] = ("mnist1k",)
   image_px: int = 28
@@ -35,6 +36,7 @@ class PrepareConfig:
   # held-out reconstruction report
   recon_images: int = 100
   recon_utterances: int = 12
+  audio_stoi: bool = True                # report STOI (pystoi) for the held-out speech
   records_per_shard: int = 4096
   kmeans_iters: int = 20
 
