@@ -38,6 +38,7 @@ class Steps:
   init: Callable       # (rng, hyper arrays) -> state
   train: Callable      # (state, batch_KxBxL) -> (state, metrics)
   evaluate: Callable   # (params, batch_BxL, batch_index) -> LossTerms
+  raw: dict           # the un-jitted init/train/evaluate functions (for vmapped groups of runs)
   state_sharding: Any
   batch_sharding: Any
   eval_batch_sharding: Any
@@ -132,8 +133,9 @@ def build(cfg: Config, mesh, mult: model.Multipliers | None = None) -> Steps:
                       out_shardings=(state_sharding, replicated), donate_argnums=0)
   eval_jit = jax.jit(evaluate, in_shardings=(state_sharding["params"], eval_batch_sharding, replicated),
                      out_shardings=replicated)
-  return Steps(under_mesh(init_jit, mesh), under_mesh(train_jit, mesh), under_mesh(eval_jit, mesh), state_sharding,
-               batch_sharding, eval_batch_sharding, graphdef, param_shapes, mesh)
+  return Steps(under_mesh(init_jit, mesh), under_mesh(train_jit, mesh), under_mesh(eval_jit, mesh),
+               {"init": init, "train": train, "evaluate": evaluate}, state_sharding, batch_sharding,
+               eval_batch_sharding, graphdef, param_shapes, mesh)
 
 
 def under_mesh(fn, mesh):

@@ -49,13 +49,18 @@ def to_micro(batch: dict, cfg: Config) -> dict:
   return {name: x.reshape(k, x.shape[0] // k, *x.shape[1:]) for name, x in batch.items()}
 
 
+def put_global(batch: dict, sharding) -> dict:
+  """Host batch (identical on every process) -> global sharded arrays; each process fills its own devices."""
+  return {k: jax.make_array_from_callback(x.shape, sharding, lambda idx, x=x: x[idx]) for k, x in batch.items()}
+
+
 def evaluate(steps: step_lib.Steps, params, batches: dict[str, list[dict]]) -> dict:
   """Validation NELBO per source and per modality (nats/token and bits/token)."""
   from mdm_jax.data.vocab import MODALITIES
   out, nelbo, tokens = {}, 0.0, 0.0
   by_mod_nelbo, by_mod_tokens = np.zeros(len(MODALITIES)), np.zeros(len(MODALITIES))
   for i, batch in enumerate(b for group in batches.values() for b in group):
-    terms = jax.device_get(steps.evaluate(params, jax.device_put(batch, steps.eval_batch_sharding), np.int32(i)))
+    terms = jax.device_get(steps.evaluate(params, put_global(batch, steps.eval_batch_sharding), np.int32(i)))
     nelbo, tokens = nelbo + float(terms.nelbo), tokens + float(terms.tokens)
     by_mod_nelbo += terms.nelbo_by_modality
     by_mod_tokens += terms.tokens_by_modality
@@ -125,7 +130,7 @@ def train(cfg: Config, run_dir: str | pathlib.Path, progress: bool = True, mesh=
   previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
   try:
     for step_i in range(start, total):
-      batch = jax.device_put(to_micro(next(data_iter), cfg), steps.batch_sharding)
+      batch = put_global(to_micro(next(data_iter), cfg), steps.batch_sharding)
       state, metrics = steps.train(state, batch)
       log.pending.append(metrics)
       done = step_i + 1
