@@ -4,7 +4,8 @@ Method (shared/docs/CPU_PERF.md): absolute times drift ±20 % on these shared ma
 candidate sits between two blocks of the reference (ref, cand1, ref, cand2, ref, ...) and the ratio of step times is
 taken per round; the report is the median over rounds. Each implementation runs in its own spawned process, so
 JAX and torch never share a process or thread pools. Background load is read from /proc/stat per block: a block
-during which other work took more than `max_other_cores` is discarded and retried after a pause.
+during which other work took more than `max_other_cores` is discarded and retried, each attempt after waiting (a
+bounded time) for a quiet machine; if every attempt was loaded the least loaded is kept and counted as such.
 
 Top-level imports are standard library only: the parent never loads torch or jax (numpy only for the ceiling).
 """
@@ -87,17 +88,20 @@ def _matmul_runner(lib: str, n: int):
   raise ValueError(f"unknown matmul library {lib!r}")
 
 
-def matmul_peak(lib: str, repeats: int = 5) -> float:
-  """Best fp32 matmul FLOP/s over n in 1024..2048 (best-of `repeats`, after a warm-up call)."""
+def matmul_peak(lib: str, repeats: int = 5) -> dict:
+  """Best fp32 matmul FLOP/s over n in 1024..2048 (best-of `repeats` after a warm-up call), and the other work
+  (cores) seen meanwhile: a loaded machine gives a low ceiling, hence an inflated MFU."""
   best = 0.0
+  busy0, self0, t0 = cpu_busy_seconds(), self_cpu_seconds(), time.perf_counter()
   for n in _MATMUL_SIZES:
     run = _matmul_runner(lib, n)
     run()
     for _ in range(repeats):
-      t0 = time.perf_counter()
+      t_start = time.perf_counter()
       run()
-      best = max(best, 2.0 * n**3 / (time.perf_counter() - t0))
-  return best
+      best = max(best, 2.0 * n**3 / (time.perf_counter() - t_start))
+  other = (cpu_busy_seconds() - busy0 - (self_cpu_seconds() - self0)) / (time.perf_counter() - t0)
+  return {"flops_per_s": best, "other_cores": max(other, 0.0)}
 
 
 # --------------------------------------------------------------------------- the worker process
@@ -215,51 +219,74 @@ class Worker:
 class BlockLog:
   step_s: list = dataclasses.field(default_factory=list)
   other_cores: list = dataclasses.field(default_factory=list)
-  discarded: int = 0
-  loaded_kept: int = 0  # blocks kept although every retry was loaded
+  clean: list = dataclasses.field(default_factory=list)
+  discarded: int = 0  # loaded attempts that were retried
+
+  def kept_step_s(self) -> list[float]:
+    """Step times of the clean blocks, or of all blocks if none was clean."""
+    return [s for s, c in zip(self.step_s, self.clean) if c] or self.step_s
 
   def summary(self) -> dict:
-    return {"blocks": len(self.step_s), "discarded_blocks": self.discarded, "loaded_blocks_kept": self.loaded_kept,
+    return {"blocks": len(self.step_s), "clean_blocks": sum(self.clean), "discarded_blocks": self.discarded,
             "median_other_cores": round(statistics.median(self.other_cores), 3) if self.other_cores else None}
 
 
+def median_ratio(rounds: list[tuple[float, bool]]) -> tuple[float, int]:
+  """Median ratio over the rounds whose three blocks were clean (over all rounds if none); and the clean count."""
+  clean = [r for r, ok in rounds if ok]
+  return statistics.median(clean or [r for r, _ in rounds]), len(clean)
+
+
+def wait_for_quiet(max_other_cores: float, timeout_s: float, window_s: float = 0.5) -> float:
+  """Polls /proc/stat until a window with at most `max_other_cores` of busy CPU, or the timeout; returns the load.
+
+  Called while every worker is idle, so all busy CPU in the window is other work.
+  """
+  deadline = time.perf_counter() + timeout_s
+  while True:
+    busy0, self0, t0 = cpu_busy_seconds(), self_cpu_seconds(), time.perf_counter()
+    time.sleep(window_s)
+    load = (cpu_busy_seconds() - busy0 - (self_cpu_seconds() - self0)) / (time.perf_counter() - t0)
+    if load <= max_other_cores or time.perf_counter() > deadline:
+      return load
+
+
 def timed_block(worker: Worker, steps: int, log: BlockLog, max_other_cores: float, retries: int,
-                pause_s: float) -> float:
-  """Step time of one clean block; a block with background load above the limit is retried after a pause."""
+                wait_s: float) -> tuple[float, bool]:
+  """(step time, clean) of one block: waits (up to `wait_s`) for a quiet machine, retries a loaded block and
+  keeps the least loaded attempt if all were loaded."""
   attempts = []
-  for attempt in range(retries + 1):
-    result = worker.call("block", steps)
-    attempts.append(result)
-    if result["other_cores"] <= max_other_cores:
+  for _ in range(retries + 1):
+    if max_other_cores < float("inf"):
+      wait_for_quiet(max_other_cores, wait_s)
+    attempts.append(worker.call("block", steps))
+    if attempts[-1]["other_cores"] <= max_other_cores:
       break
-    log.discarded += 1
-    if attempt < retries:
-      time.sleep(pause_s)
-  else:
-    log.discarded -= 1  # the least-loaded attempt is kept and flagged
-    log.loaded_kept += 1
   best = min(attempts, key=lambda r: r["other_cores"])
+  clean = best["other_cores"] <= max_other_cores
+  log.discarded += len(attempts) - 1
   log.step_s.append(best["step_s"])
   log.other_cores.append(best["other_cores"])
-  return best["step_s"]
+  log.clean.append(clean)
+  return best["step_s"], clean
 
 
 def run_bracketed(reference: Worker, candidates: list[Worker], steps: dict[str, int], rounds: int,
-                  max_other_cores: float = 0.1, retries: int = 4, pause_s: float = 2.0) -> dict:
-  """Rounds of ref, c1, ref, c2, ref, ...; returns per implementation its block log and per-round ratios.
+                  max_other_cores: float = 0.1, retries: int = 2, wait_s: float = 10.0) -> dict:
+  """Rounds of ref, c1, ref, c2, ref, ...; returns per implementation its block log and per round (ratio, clean).
 
-  ratio = mean(ref step time of the two bracketing blocks) / candidate step time (> 1: candidate is faster).
+  ratio = mean(ref step time of the two bracketing blocks) / candidate step time (> 1: candidate is faster);
+  a round is clean when all three of its blocks were.
   """
   logs = {w.spec.name: BlockLog() for w in [reference, *candidates]}
   ratios = {w.spec.name: [] for w in candidates}
-  block = lambda w: timed_block(w, steps[w.spec.name], logs[w.spec.name], max_other_cores, retries, pause_s)
+  block = lambda w: timed_block(w, steps[w.spec.name], logs[w.spec.name], max_other_cores, retries, wait_s)
   for r in range(rounds):
-    ref_before = block(reference)
+    ref_before, before_ok = block(reference)
     for cand in candidates:
-      cand_s = block(cand)
-      ref_after = block(reference)
-      ratios[cand.spec.name].append(0.5 * (ref_before + ref_after) / cand_s)
-      ref_before = ref_after
-    print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in ratios.items()),
-          file=sys.stderr, flush=True)
+      (cand_s, cand_ok), (ref_after, after_ok) = block(cand), block(reference)
+      ratios[cand.spec.name].append((0.5 * (ref_before + ref_after) / cand_s, before_ok and cand_ok and after_ok))
+      ref_before, before_ok = ref_after, after_ok
+    print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1][0]:.3f}{'' if v[-1][1] else ' (loaded)'}"
+                                                    for k, v in ratios.items()), file=sys.stderr, flush=True)
   return {"logs": logs, "ratios": ratios}

@@ -58,10 +58,15 @@ def test_bracketed_ratio_of_known_step_times():
   finally:
     ref.close()
     cand.close()
-  assert len(out["ratios"]["cand"]) == 3
-  assert np.median(out["ratios"]["cand"]) == pytest.approx(0.5, rel=0.05)
+  assert [clean for _, clean in out["ratios"]["cand"]] == [True] * 3  # no load limit: every block counts
+  assert harness.median_ratio(out["ratios"]["cand"]) == (pytest.approx(0.5, rel=0.05), 3)
   assert out["logs"]["ref"].summary()["blocks"] == 6 and out["logs"]["cand"].summary()["blocks"] == 3
-  assert np.median(out["logs"]["cand"].step_s) == pytest.approx(0.04, rel=0.05)
+  assert np.median(out["logs"]["cand"].kept_step_s()) == pytest.approx(0.04, rel=0.05)
+
+
+def test_median_ratio_prefers_clean_rounds():
+  assert harness.median_ratio([(0.5, False), (1.0, True), (1.2, True), (3.0, False)]) == (1.1, 2)
+  assert harness.median_ratio([(0.5, False), (0.7, False), (3.0, False)]) == (0.7, 0)
 
 
 def test_import_error_in_worker_is_a_skip():
