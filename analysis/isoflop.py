@@ -89,10 +89,9 @@ def profile_vertex(x_n, loss_n, vertex: str) -> dict:
   return out
 
 
-def fit_isoflop(data, *, axis: str = "params", vertex: str = "parabola", budget_precision: int | float = 1,
-                min_budgets: int = MIN_BUDGETS) -> PowerLawFit:
-  from analysis.parametric import as_table, table_warnings
-  table = as_table(data)
+def budget_vertices(table: table_lib.RunTable, axis: str = "params", vertex: str = "parabola",
+                    budget_precision: int | float = 1) -> tuple[list, list]:
+  """Per-budget vertices: (kept, dropped) lists of dicts; dropped ones carry the reason in `edge`."""
   if axis not in AXES:
     raise UserError("axis", f"unknown axis {axis!r}", "use 'params' (parabola in log N) or 'tokens' (log D)")
   if vertex not in VERTICES:
@@ -114,9 +113,17 @@ def fit_isoflop(data, *, axis: str = "params", vertex: str = "parabola", budget_
     v["params_opt"], v["tokens_opt"] = ((math.exp(v["x_vertex"]), other) if axis == "params"
                                         else (other, math.exp(v["x_vertex"])))
     kept.append(v)
-  if len(kept) < min_budgets:
+  return kept, dropped
+
+
+def fit_isoflop(data, *, axis: str = "params", vertex: str = "parabola", budget_precision: int | float = 1,
+                min_budgets: int = MIN_BUDGETS) -> PowerLawFit:
+  from analysis.parametric import as_table, table_warnings
+  table = as_table(data)
+  kept, dropped = budget_vertices(table, axis, vertex, budget_precision)
+  if len(kept) < max(min_budgets, 2):
     why = "; ".join("{:.3g}: {}".format(d["budget_label"], d["edge"]) for d in dropped[:3])
-    raise UserError("flops", f"Approach 2 needs >= {min_budgets} usable budgets, got {len(kept)} of "
+    raise UserError("flops", f"Approach 2 needs >= {max(min_budgets, 2)} usable budgets, got {len(kept)} of "
                     f"{len(kept) + len(dropped)} ({why})",
                     "add budgets or sizes around each budget's optimum, or loosen --budget-precision")
   c = np.array([v["budget"] for v in kept])

@@ -32,6 +32,7 @@ class ParametricFit:
   b: float = math.nan
   G: float = math.nan
   bootstrap: dict | None = None
+  frontier: list | None = None   # allocation at requested compute budgets
 
   def __post_init__(self):
     if self.alpha > 0 and self.beta > 0 and self.A > 0 and self.B > 0:
@@ -62,6 +63,7 @@ class PowerLawFit:
   input: dict
   ols: dict = dataclasses.field(default_factory=dict)
   bootstrap: dict | None = None
+  frontier: list | None = None
 
   def allocate(self, flops):
     flops = np.asarray(flops, np.float64)

@@ -1,13 +1,13 @@
 """Approach 3 on the public Chinchilla points (README recipe and tolerances), synthetic recovery, and the §5.9
-pitfalls the fit guards against: mean vs sum (1), too few starts (3), silent failures (4), poor identification (5),
-exclusions (6)."""
+pitfalls the fit guards against: mean vs sum (1), too few starts (3), silent failures (4), poor identification (5).
+Exclusions (6) are in test_sensitivity.py."""
 import numpy as np
 import pytest
 from scipy import optimize
 
-from analysis import parametric, sensitivity
-from analysis.table import from_frame, load_table
-from tests.analysis.conftest import CHINCHILLA_COLUMNS, CHINCHILLA_CSV, CHINCHILLA_TRUTH, synthetic_frame
+from analysis import parametric
+from analysis.table import from_frame
+from tests.analysis.conftest import CHINCHILLA_TRUTH, synthetic_frame
 
 SMALL_GRID = {"a": (0, 10, 20), "b": (0, 10, 20), "e": (-1, 0, 1), "alpha": (0.25, 0.75), "beta": (0.25, 0.75)}
 
@@ -88,15 +88,6 @@ def test_poorly_identified_b_is_reported(chinchilla_fit):
   se = chinchilla_fit.diagnostics["approx_se_log"]
   assert se["b"] > 5 * max(se["alpha"], se["beta"])
   assert any(w.startswith("B is poorly identified") for w in chinchilla_fit.diagnostics["warnings"])
-
-
-def test_exclusion_sensitivity_is_reported(chinchilla_table):
-  """Pitfall 6: keeping the five highest-loss runs moves β substantially and B several-fold."""
-  full = load_table(CHINCHILLA_CSV, columns=CHINCHILLA_COLUMNS)
-  out = sensitivity.exclusion_sensitivity(full, parametric.fit_approach3, 5, starts=SMALL_GRID)
-  assert out["with_exclusion"]["beta"] == pytest.approx(0.367183, abs=2e-3)
-  assert abs(out["without_exclusion"]["beta"] - out["with_exclusion"]["beta"]) > 0.05
-  assert out["relative_change_without"]["B"] > 2.0
 
 
 def test_bad_starts_and_options_are_user_errors(chinchilla_table):

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import bootstrap as boot
+from analysis import resampling as boot
 from analysis.parametric import fit_approach3
 from analysis.table import from_frame
 from tests.analysis.conftest import CHINCHILLA_TRUTH, synthetic_frame
