@@ -139,3 +139,22 @@ def _stream_seed(seed: int, index: int) -> int:
 def _expected_shares(probabilities: dict[str, float], mean_nonpad: dict[str, float]) -> dict[str, float]:
   total = sum(p * mean_nonpad[m] for m, p in probabilities.items())
   return {m: p * mean_nonpad[m] / total for m, p in probabilities.items()}
+
+
+def from_config(cfg) -> MixtureSource:
+  """The mixture for a run config whose `data.source` is a prepared directory (duck-typed on mdm_jax.config.Config).
+
+  The config must agree with the manifest on seq_len and on every vocabulary range, since the model's embedding
+  table and FLOP count are planned from the config; a mismatch names the config field and the manifest value.
+  """
+  d = cfg.data
+  manifest = manifest_lib.read(d.source)
+  expected = {"data.seq_len": (d.seq_len, manifest["seq_len"]),
+              "data.text_vocab_size": (d.text_vocab_size, manifest["vocab"]["text_size"]),
+              "data.image_vocab_size": (d.image_vocab_size, manifest["vocab"]["image_size"]),
+              "data.audio_vocab_size": (d.audio_vocab_size, manifest["vocab"]["audio_size"])}
+  for field, (ours, theirs) in expected.items():
+    if ours != theirs:
+      raise UserError(field, f"is {ours} but {d.source} was prepared with {theirs}", f"set {field}={theirs}")
+  return MixtureSource(d.source, d.mixture, batch_size=cfg.batch.logical, seed=cfg.train.seed,
+                       eval_batch_size=cfg.batch.micro, eval_batches=cfg.train.eval_batches)

@@ -99,3 +99,19 @@ def test_missing_or_corrupt_shard_and_missing_manifest_name_the_file(micro_dir, 
   with pytest.raises(UserError, match="no data manifest") as e:
     mixture.MixtureSource(tmp_path / "nowhere", (0.6, 0.3, 0.1), 8)
   assert str(tmp_path / "nowhere" / manifest_lib.NAME) in str(e.value)
+
+
+def test_from_config_checks_the_run_config_against_the_manifest(micro_dir):
+  from mdm_jax.config import load_config  # pylint: disable=import-outside-toplevel
+  out, m = micro_dir
+  v = m["vocab"]
+  overrides = [f"data.source={out}", f"data.seq_len={m['seq_len']}", f"data.text_vocab_size={v['text_size']}",
+               f"data.image_vocab_size={v['image_size']}", f"data.audio_vocab_size={v['audio_size']}",
+               "data.mixture=[0.6,0.3,0.1]", "batch.logical=8", "train.eval_batches=2"]
+  cfg = load_config(None, overrides)
+  src = mixture.from_config(cfg)
+  assert next(src.iterator())["tokens"].shape == (8, m["seq_len"]) and len(src.eval["audio"]) == 2
+  assert cfg.vocab.size == v["size"]
+  with pytest.raises(UserError, match="prepared with") as e:
+    mixture.from_config(load_config(None, overrides + ["data.seq_len=64"]))
+  assert str(e.value).startswith("data.seq_len:")
