@@ -118,13 +118,15 @@ class ImplSpec:
 
 
 def sleep_step(step_s: float):
-  """A calibration implementation whose steps sleep `step_s` (checks the harness arithmetic, not the CPU)."""
+  """A calibration implementation: steps paced at `step_s` of wall time, like a metronome, so that wake-up delays on
+  a busy machine do not add up over a block (checks the harness arithmetic, not the CPU)."""
 
-  def step_fn(state):
-    time.sleep(step_s)
-    return state + 1
+  def step_fn(deadline: float) -> float:
+    deadline = max(deadline, time.perf_counter()) + step_s
+    time.sleep(max(0.0, deadline - time.perf_counter()))
+    return deadline
 
-  return step_fn, 0
+  return step_fn, 0.0
 
 
 def _worker_main(conn, spec: ImplSpec) -> None:

@@ -51,17 +51,17 @@ def _spec(name: str, step_s: float) -> harness.ImplSpec:
 
 
 def test_bracketed_ratio_of_known_step_times():
-  ref, cand = harness.Worker(_spec("ref", 0.02)), harness.Worker(_spec("cand", 0.04))
+  ref, cand = harness.Worker(_spec("ref", 0.03)), harness.Worker(_spec("cand", 0.06))
   try:
     assert ref.wait_ready() == "ok" and cand.wait_ready() == "ok"
-    out = harness.run_bracketed(ref, [cand], {"ref": 6, "cand": 3}, rounds=3, max_other_cores=float("inf"))
+    out = harness.run_bracketed(ref, [cand], {"ref": 10, "cand": 5}, rounds=3, max_other_cores=float("inf"))
   finally:
     ref.close()
     cand.close()
   assert [clean for _, clean in out["ratios"]["cand"]] == [True] * 3  # no load limit: every block counts
   assert harness.median_ratio(out["ratios"]["cand"]) == (pytest.approx(0.5, rel=0.05), 3)
   assert out["logs"]["ref"].summary()["blocks"] == 6 and out["logs"]["cand"].summary()["blocks"] == 3
-  assert np.median(out["logs"]["cand"].kept_step_s()) == pytest.approx(0.04, rel=0.05)
+  assert np.median(out["logs"]["cand"].kept_step_s()) == pytest.approx(0.06, rel=0.05)
 
 
 def test_median_ratio_prefers_clean_rounds():
