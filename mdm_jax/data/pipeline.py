@@ -40,9 +40,6 @@ def pack(docs: list[np.ndarray], seq_len: int, eos_id: int) -> np.ndarray:
 
 def load_packed_text(cfg: Config) -> PackedText:
   d = cfg.data
-  if d.source != "shakespeare":
-    raise UserError("data.source", f"unknown text source {d.source!r}",
-                    "use 'shakespeare' (embedded) or a directory made by `mdm-lab data prepare`")
   documents = text.embedded_documents()
   if d.val_documents >= len(documents):
     raise UserError("data.val_documents", f"{d.val_documents} held out of {len(documents)} documents leaves none "
@@ -82,8 +79,17 @@ def eval_batches(cfg: Config, rows: np.ndarray) -> list[dict[str, np.ndarray]]:
   return [as_batch(rows[i * b:(i + 1) * b]) for i in range(n)]
 
 
-class DataSource:
-  """What the trainer needs from any source: a checkpointable train iterator and fixed eval batches."""
+def DataSource(cfg: Config):  # noqa: N802 (a factory named like the interface it returns)
+  """What the trainer needs from any source: `.iterator()` (checkpointable), `.eval` {name: [batches]}, `.vocab`,
+  `.describe`. The embedded text, or a tri-modal mixture from a directory made by `mdm-lab data prepare`."""
+  if cfg.data.source == "shakespeare":
+    return TextSource(cfg)
+  from mdm_jax.data import mixture
+  return mixture.from_config(cfg)
+
+
+class TextSource:
+  """Packed embedded text."""
 
   def __init__(self, cfg: Config):
     packed = load_packed_text(cfg)
