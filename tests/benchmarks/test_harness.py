@@ -59,9 +59,9 @@ def test_bracketed_ratio_of_known_step_times():
     ref.close()
     cand.close()
   assert [clean for _, clean in out["ratios"]["cand"]] == [True] * 3  # no load limit: every block counts
-  assert harness.median_ratio(out["ratios"]["cand"]) == (pytest.approx(0.5, rel=0.05), 3)
+  assert harness.median_ratio(out["ratios"]["cand"]) == (pytest.approx(0.5, rel=0.1), 3)
   assert out["logs"]["ref"].summary()["blocks"] == 6 and out["logs"]["cand"].summary()["blocks"] == 3
-  assert np.median(out["logs"]["cand"].kept_step_s()) == pytest.approx(0.06, rel=0.05)
+  assert np.median(out["logs"]["cand"].kept_step_s()) == pytest.approx(0.06, rel=0.1)
 
 
 def test_median_ratio_prefers_clean_rounds():
