@@ -25,20 +25,26 @@ def _groups(table: table_lib.RunTable, keys):
   return [(k if isinstance(k, tuple) else (k,), g) for k, g in df.groupby(list(keys), sort=True)]
 
 
+def _group_optima(table: table_lib.RunTable, keys, x_col: str, out_key: str, vertex: str):
+  """Per group of `keys`, the profile vertex of loss in log(x_col): (points with out_key, dropped edge groups)."""
+  points, dropped = [], []
+  for values, g in _groups(table, keys):
+    v = profile_vertex(np.log(g[x_col].to_numpy(float)), g["loss"].to_numpy(float), vertex)
+    v.update({k: float(val) for k, val in zip(keys, values)})
+    if v["edge"] is None:
+      v[out_key] = math.exp(v["x_vertex"])
+      points.append(v)
+    else:
+      dropped.append(v)
+  return points, dropped
+
+
 def optimal_batch_sizes(data, *, vertex: str = "parabola") -> dict:
   """B_opt per token horizon and the power law B_opt = k·D^p."""
   from analysis.parametric import as_table
   table = as_table(data)
   table_lib.require_columns(table, ("batch_size", "tokens", "loss"), "the B_opt(D) law")
-  points, dropped = [], []
-  for (tokens,), g in _groups(table, ["tokens"]):
-    v = profile_vertex(np.log(g["batch_size"].to_numpy(float)), g["loss"].to_numpy(float), vertex)
-    v["tokens"] = float(tokens)
-    if v["edge"] is None:
-      v["batch_opt"] = math.exp(v["x_vertex"])
-      points.append(v)
-    else:
-      dropped.append(v)
+  points, dropped = _group_optima(table, ["tokens"], "batch_size", "batch_opt", vertex)
   law = powerlaw.fit_power_law([p["tokens"] for p in points], [p["batch_opt"] for p in points], "tokens")
   return {"law": "B_opt = k * D^p", "k": law["prefactor"], "p": law["exponent"], "ols": law, "points": points,
           "dropped": dropped, "vertex": f"{vertex} in log B"}
@@ -75,15 +81,7 @@ def lr_law(data, *, vertex: str = "parabola") -> dict:
   from analysis.parametric import as_table
   table = as_table(data)
   table_lib.require_columns(table, ("lr", "batch_size", "tokens", "loss"), "the learning-rate law")
-  points, dropped = [], []
-  for (batch, tokens), g in _groups(table, ["batch_size", "tokens"]):
-    v = profile_vertex(np.log(g["lr"].to_numpy(float)), g["loss"].to_numpy(float), vertex)
-    v.update(batch_size=float(batch), tokens=float(tokens))
-    if v["edge"] is None:
-      v["lr_opt"] = math.exp(v["x_vertex"])
-      points.append(v)
-    else:
-      dropped.append(v)
+  points, dropped = _group_optima(table, ["batch_size", "tokens"], "lr", "lr_opt", vertex)
   if len(points) < 4:
     raise UserError("lr", f"the LR law needs >= 4 (B, D) groups with an interior optimum, got {len(points)}",
                     "sweep LR around its optimum at more batch sizes and horizons")

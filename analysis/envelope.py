@@ -10,7 +10,6 @@ says which schedule was used.
 """
 import numpy as np
 
-from analysis import powerlaw
 from analysis import table as table_lib
 from analysis.results import PowerLawFit
 from mdm_jax.errors import UserError
@@ -66,9 +65,6 @@ def fit_envelope(data, *, n_points: int = 40) -> PowerLawFit:
   if len(distinct) < 2:
     raise UserError("params", f"the envelope is made by {len(distinct)} run(s): no size trade-off to fit",
                     "add model sizes whose curves cross")
-  c = np.array([p["flops"] for p in points])
-  law_n = powerlaw.fit_power_law(c, [p["params_opt"] for p in points], "params")
-  law_d = powerlaw.fit_power_law(c, [p["tokens_opt"] for p in points], "tokens")
   warnings = [SCHEDULE_WARNING] + table_warnings(table)
   schedules = table.metadata.get("hyperparameters", {}).get("optim.lr_schedule")
   tied = [s for s in np.atleast_1d(schedules) if s in LENGTH_TIED] if schedules is not None else []
@@ -82,6 +78,5 @@ def fit_envelope(data, *, n_points: int = 40) -> PowerLawFit:
                     "largest covering size")
   diagnostics = {"status": "ok", "n_runs": len(runs), "n_envelope_runs": len(distinct),
                  "edge_points_dropped": edge_points, "warnings": warnings}
-  return PowerLawFit(method="approach1", a=law_n["exponent"], b=law_d["exponent"], k_params=law_n["prefactor"],
-                     k_tokens=law_d["prefactor"], points=points, dropped_budgets=[], estimator=estimator,
-                     diagnostics=diagnostics, input=table.provenance(), ols={"params": law_n, "tokens": law_d})
+  return PowerLawFit.from_points("approach1", points, "flops", dropped_budgets=[], estimator=estimator,
+                                 diagnostics=diagnostics, input=table.provenance())

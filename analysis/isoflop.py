@@ -13,7 +13,6 @@ import math
 import numpy as np
 from scipy import interpolate
 
-from analysis import powerlaw
 from analysis import table as table_lib
 from analysis.results import PowerLawFit
 from mdm_jax.errors import UserError
@@ -126,9 +125,6 @@ def fit_isoflop(data, *, axis: str = "params", vertex: str = "parabola", budget_
     raise UserError("flops", f"Approach 2 needs >= {max(min_budgets, 2)} usable budgets, got {len(kept)} of "
                     f"{len(kept) + len(dropped)} ({why})",
                     "add budgets or sizes around each budget's optimum, or loosen --budget-precision")
-  c = np.array([v["budget"] for v in kept])
-  law_n = powerlaw.fit_power_law(c, [v["params_opt"] for v in kept], "params")
-  law_d = powerlaw.fit_power_law(c, [v["tokens_opt"] for v in kept], "tokens")
   warnings = [f"dropped budget {d['budget_label']:.3g}: {d['edge']}" for d in dropped] + table_warnings(table)
   if len(kept) < 3:
     warnings.append(f"only {len(kept)} budgets: the exponents have no standard error")
@@ -141,6 +137,5 @@ def fit_isoflop(data, *, axis: str = "params", vertex: str = "parabola", budget_
   diagnostics = {"status": "ok", "n_budgets": len(kept) + len(dropped), "n_used": len(kept),
                  "n_dropped": len(dropped), "edge_minima": [d["budget_label"] for d in dropped],
                  "warnings": warnings}
-  return PowerLawFit(method="approach2", a=law_n["exponent"], b=law_d["exponent"], k_params=law_n["prefactor"],
-                     k_tokens=law_d["prefactor"], points=kept, dropped_budgets=dropped, estimator=estimator,
-                     diagnostics=diagnostics, input=table.provenance(), ols={"params": law_n, "tokens": law_d})
+  return PowerLawFit.from_points("approach2", kept, "budget", dropped_budgets=dropped, estimator=estimator,
+                                 diagnostics=diagnostics, input=table.provenance())

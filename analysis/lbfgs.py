@@ -51,21 +51,23 @@ def _pinned(x, g, lower, upper):
   return ((x <= lower) & (g > 0)) | ((x >= upper) & (g < 0))
 
 
-def _two_loop(g_KxP, s_KxMxP, y_KxMxP, rho_KxM, n_mem_K):
-  """L-BFGS direction -H g for every problem; memory slot 0 is the newest, empty slots have rho = 0."""
+def _two_loop(g_KxP, s_MxKxP, y_MxKxP, rho_MxK, order):
+  """L-BFGS direction −H·g for every problem. Memory slots are listed newest first in `order`; a slot with
+  rho = 0 is empty for that problem and contributes nothing."""
   q = g_KxP.copy()
-  m = s_KxMxP.shape[1]
-  alpha_KxM = np.zeros(rho_KxM.shape)
-  for i in range(m):  # newest to oldest
-    alpha_KxM[:, i] = rho_KxM[:, i] * np.einsum("kp,kp->k", s_KxMxP[:, i], q)
-    q -= alpha_KxM[:, i, None] * y_KxMxP[:, i]
-  # Initial Hessian scale s·y / y·y from the newest pair (= 1 / (rho·y·y)); this makes the step scale-free.
-  ryy = rho_KxM[:, 0] * np.einsum("kp,kp->k", y_KxMxP[:, 0], y_KxMxP[:, 0])
-  gamma = np.divide(1.0, ryy, out=np.ones_like(ryy), where=(n_mem_K > 0) & (ryy > 0))
+  alphas = []
+  for slot in order:  # newest to oldest
+    a = rho_MxK[slot] * np.einsum("kp,kp->k", s_MxKxP[slot], q)
+    q -= a[:, None] * y_MxKxP[slot]
+    alphas.append(a)
+  gamma = np.ones(q.shape[0])
+  if order:  # initial Hessian scale s·y / y·y of the newest pair (= 1 / (rho·y·y)): makes the step scale-free
+    ryy = rho_MxK[order[0]] * np.einsum("kp,kp->k", y_MxKxP[order[0]], y_MxKxP[order[0]])
+    gamma = np.divide(1.0, ryy, out=gamma, where=ryy > 0)
   r = gamma[:, None] * q
-  for i in reversed(range(m)):  # oldest to newest
-    beta = rho_KxM[:, i] * np.einsum("kp,kp->k", y_KxMxP[:, i], r)
-    r += (alpha_KxM[:, i] - beta)[:, None] * s_KxMxP[:, i]
+  for slot, a in zip(reversed(order), reversed(alphas)):  # oldest to newest
+    b = rho_MxK[slot] * np.einsum("kp,kp->k", y_MxKxP[slot], r)
+    r += (a - b)[:, None] * s_MxKxP[slot]
   return -r
 
 
@@ -74,8 +76,12 @@ def minimize(fun: BatchedFun, x0_SxP, lower=None, upper=None, *, memory: int = 1
   """Minimise S independent problems from x0_SxP inside the box [lower, upper] (each [P] or None = unbounded).
 
   Stops a problem when max|projected gradient| <= gtol * |f| (CONVERGED_GRAD), when one iteration lowers f by
-  <= ftol * |f| (CONVERGED_F), when backtracking cannot lower f at all (STALLED: the floating-point floor), or at
-  max_iter (MAX_ITER). Both tolerances are relative, hence invariant to scaling the objective.
+  <= ftol * |f| (CONVERGED_F), when neither the quasi-Newton nor the steepest-descent search can lower f
+  (STALLED: the floating-point floor), or at max_iter (MAX_ITER). Both tolerances are relative, hence invariant
+  to scaling the objective.
+
+  Unfinished problems live in compact working arrays (finished ones are written out and dropped), and all share
+  one circular memory pointer: a problem that skips an update gets an empty (rho = 0) slot instead of a shift.
   """
   x = np.array(x0_SxP, dtype=np.float64, copy=True)
   n_prob, n_par = x.shape
@@ -87,61 +93,72 @@ def minimize(fun: BatchedFun, x0_SxP, lower=None, upper=None, *, memory: int = 1
   n_eval = n_prob
   status = np.full(n_prob, MAX_ITER)
   n_iter = np.zeros(n_prob, dtype=np.int64)
-  s_mem = np.zeros((n_prob, memory, n_par))
-  y_mem = np.zeros((n_prob, memory, n_par))
-  rho = np.zeros((n_prob, memory))
-  n_mem = np.zeros(n_prob, dtype=np.int64)
-  active = np.flatnonzero(np.isfinite(f))
-  status[~np.isfinite(f)] = STALLED  # a start where the objective is not finite cannot move
+  finite = np.isfinite(f)
+  status[~finite] = STALLED  # a start where the objective is not finite cannot move
+  # Working set: rows of the unfinished problems only.
+  w = {"idx": np.flatnonzero(finite)}
+  w.update(x=x[w["idx"]], f=f[w["idx"]], g=g[w["idx"]], it=np.zeros(w["idx"].size, np.int64),
+           s=np.zeros((memory, w["idx"].size, n_par)), y=np.zeros((memory, w["idx"].size, n_par)),
+           rho=np.zeros((memory, w["idx"].size)))
+  head, filled = 0, 0
+
+  def finish(mask, code):
+    """Write the masked working rows out with status `code` and drop them from the working set."""
+    rows = w["idx"][mask]
+    x[rows], f[rows], g[rows], n_iter[rows], status[rows] = w["x"][mask], w["f"][mask], w["g"][mask], w["it"][mask], code
+    keep = ~mask
+    for key in ("idx", "x", "f", "g", "it"):
+      w[key] = w[key][keep]
+    for key in ("s", "y", "rho"):
+      w[key] = w[key][:, keep]
 
   for _ in range(max_iter):
-    if active.size == 0:
+    if w["idx"].size == 0:
       break
-    xa, fa, ga = x[active], f[active], g[active]
-    pg = projected_gradient(xa, ga, lower, upper)
-    done = np.max(np.abs(pg), axis=1) <= gtol * np.abs(fa)
-    status[active[done]] = CONVERGED_GRAD
-    keep = ~done
-    active, xa, fa, ga = active[keep], xa[keep], fa[keep], ga[keep]
-    if active.size == 0:
-      break
+    done = np.max(np.abs(projected_gradient(w["x"], w["g"], lower, upper)), axis=1) <= gtol * np.abs(w["f"])
+    if done.any():
+      finish(done, CONVERGED_GRAD)
+      if w["idx"].size == 0:
+        break
+    xa, fa, ga = w["x"], w["f"], w["g"]
     # Freeze variables held at a bound by the gradient; search in the others.
     pinned = _pinned(xa, ga, lower, upper)
     g_free = np.where(pinned, 0.0, ga)
-    d = _two_loop(g_free, s_mem[active], y_mem[active], rho[active], n_mem[active])
+    order = [(head - i) % memory for i in range(filled)]
+    d = _two_loop(g_free, w["s"], w["y"], w["rho"], order)
     d[pinned] = 0.0
-    slope = np.einsum("kp,kp->k", ga, d)
-    bad = ~(slope < 0) | (n_mem[active] == 0)
+    has_mem = np.any(w["rho"] != 0, axis=0)
+    bad = ~(np.einsum("kp,kp->k", ga, d) < 0) | ~has_mem
     if bad.any():  # steepest descent, scaled to a unit step, when memory is empty or gives no descent
       gn = np.linalg.norm(g_free[bad], axis=1)
       d[bad] = -g_free[bad] / np.where(gn > 0, gn, 1.0)[:, None]
-      n_mem[active[bad]] = 0
-      rho[active[bad]] = 0.0
-    x_new, f_new, g_new, ok, evals = _line_search(fun, active, xa, fa, ga, d, lower, upper, max_trials, c1)
+      w["rho"][:, bad] = 0.0
+      has_mem &= ~bad
+    x_new, f_new, g_new, ok, evals = _line_search(fun, w["idx"], xa, fa, ga, d, lower, upper, max_trials, c1)
     n_eval += evals
-    n_iter[active] += 1
-    # A failed search from a quasi-Newton direction gets one retry along steepest descent; from that, it stalls.
-    failed = ~ok
-    retry = failed & (n_mem[active] > 0)
-    n_mem[active[retry]] = 0
-    rho[active[retry]] = 0.0
-    status[active[failed & ~retry]] = STALLED
-    # Update memory for the problems that moved.
+    w["it"] += 1
+    # New curvature pair in the oldest slot; problems that did not move (or whose s, y are orthogonal) get an
+    # empty slot there.
     s_vec, y_vec = x_new - xa, g_new - ga
     sy = np.einsum("kp,kp->k", s_vec, y_vec)
-    yy = np.einsum("kp,kp->k", y_vec, y_vec)
-    ss = np.einsum("kp,kp->k", s_vec, s_vec)
-    upd = ok & (sy > 1e-10 * np.sqrt(ss * yy)) & (yy > 0)  # curvature pair kept if s, y are not orthogonal
-    idx = active[upd]
-    s_mem[idx] = np.roll(s_mem[idx], 1, axis=1)
-    y_mem[idx] = np.roll(y_mem[idx], 1, axis=1)
-    rho[idx] = np.roll(rho[idx], 1, axis=1)
-    s_mem[idx, 0], y_mem[idx, 0], rho[idx, 0] = s_vec[upd], y_vec[upd], 1.0 / sy[upd]
-    n_mem[idx] = np.minimum(n_mem[idx] + 1, memory)
+    scale = np.sqrt(np.einsum("kp,kp->k", s_vec, s_vec) * np.einsum("kp,kp->k", y_vec, y_vec))
+    upd = ok & (sy > 1e-10 * scale) & (scale > 0)
+    head, filled = (head + 1) % memory, min(filled + 1, memory)
+    w["s"][head], w["y"][head] = np.where(upd[:, None], s_vec, 0.0), np.where(upd[:, None], y_vec, 0.0)
+    w["rho"][head] = np.divide(1.0, sy, out=np.zeros_like(sy), where=upd)
+    # A failed search from a quasi-Newton direction gets one retry along steepest descent; from that, it stalls.
+    retry = ~ok & has_mem
+    w["rho"][:, retry] = 0.0
     small_step = ok & (fa - f_new <= ftol * np.abs(fa))
-    x[active[ok]], f[active[ok]], g[active[ok]] = x_new[ok], f_new[ok], g_new[ok]
-    status[active[small_step]] = CONVERGED_F
-    active = active[(ok & ~small_step) | retry]
+    w["x"], w["f"], w["g"] = np.where(ok[:, None], x_new, xa), np.where(ok, f_new, fa), np.where(ok[:, None], g_new, ga)
+    if small_step.any():
+      finish(small_step, CONVERGED_F)
+      retry, ok = retry[~small_step], ok[~small_step]
+    stalled = ~ok & ~retry
+    if stalled.any():
+      finish(stalled, STALLED)
+  if w["idx"].size:
+    finish(np.ones(w["idx"].size, bool), MAX_ITER)
   return BatchResult(x=x, f=f, grad=g, status=status, n_iter=n_iter, n_eval=n_eval)
 
 

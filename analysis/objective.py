@@ -6,12 +6,26 @@
 Summed, never averaged (§5.9 pitfall 1). Parameters are ordered PARAM_NAMES; the gradient is analytic. Evaluating
 K parameter vectors at once (a start grid or a bootstrap batch) is the point of the [K, n] layout.
 """
+import concurrent.futures
 import dataclasses
+import os
 
 import numpy as np
 
 PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
 LOSSES = ("huber", "mse")
+_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+
+
+def default_threads() -> int:
+  """Worker threads for large batches: MDM_LAB_FIT_THREADS, else the CPU count (numpy ufuncs release the GIL)."""
+  return max(1, int(os.environ.get("MDM_LAB_FIT_THREADS", 0)) or min(8, os.cpu_count() or 1))
+
+
+def _pool(n: int) -> concurrent.futures.ThreadPoolExecutor:
+  if n not in _POOLS:
+    _POOLS[n] = concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="analysis-fit")
+  return _POOLS[n]
 
 
 def log_prediction(x_KxP, log_n, log_d):
@@ -30,6 +44,12 @@ class LseObjective:
   delta: float = 1e-3
   scale: float = 1.0          # multiply the objective (tests of scale invariance)
   weights_Rxn: np.ndarray | None = None
+  threads: int | None = None  # None: default_threads(); blocks are independent, so results do not depend on it
+
+  def __post_init__(self):
+    # [n, 2] matrices (1, log v): each term's two gradient reductions become one matrix product.
+    self._ones_log_n = np.stack([np.ones_like(self.log_n), self.log_n], axis=1)
+    self._ones_log_d = np.stack([np.ones_like(self.log_d), self.log_d], axis=1)
 
   def residuals(self, x_KxP):
     """r = log L − log L̂, [K, n]."""
@@ -39,10 +59,20 @@ class LseObjective:
     x_KxP = np.asarray(x_KxP, np.float64)
     k = x_KxP.shape[0]
     f_K, g_KxP = np.empty(k), np.empty((k, 5))
-    chunk = max(1, 2**18 // max(1, self.log_n.size))  # rows per block: keeps the [chunk, n] temporaries in cache
-    for lo in range(0, k, chunk):
+    # Rows per block: ~24k elements keep the half-dozen [chunk, n] temporaries in a 512 KiB L2 (measured: 2x
+    # faster than 64k-element blocks on Zen 3, and 4x faster than whole-batch arrays).
+    chunk = max(1, 24576 // max(1, self.log_n.size))
+    starts = range(0, k, chunk)
+
+    def run(lo):
       rows = None if self.weights_Rxn is None else rows_K[lo:lo + chunk]
       f_K[lo:lo + chunk], g_KxP[lo:lo + chunk] = self._block(x_KxP[lo:lo + chunk], rows)
+    threads = self.threads or default_threads()
+    if threads > 1 and len(starts) >= 2 * threads:
+      list(_pool(threads).map(run, starts))
+    else:
+      for lo in starts:
+        run(lo)
     return self.scale * f_K, self.scale * g_KxP
 
   def _block(self, x, rows):
@@ -56,7 +86,7 @@ class LseObjective:
       u2 += x[:, 1, None]
       np.exp(u2, out=u2)
       big_e = np.exp(x[:, 2])
-      total = u1 + u2
+      total = np.add(u1, u2)
       total += big_e[:, None]
       r = np.log(total)
       np.subtract(self.log_loss, r, out=r)
@@ -65,15 +95,19 @@ class LseObjective:
       c = np.clip(r, -delta, delta)
       r -= 0.5 * c
       r *= c
-      if rows is not None:
+      if rows is None:
+        f = r.sum(1)
+      else:
         w = self.weights_Rxn[rows]
-        r *= w
+        f = np.einsum("kn,kn->k", r, w)
         c *= w
-      f = r.sum(1)
-      c /= total                      # dρ/d(log L̂) · d(log L̂)/dL̂ up to sign
+      c /= total                      # dρ/d(log L̂) · d(log L̂)/dL̂, up to sign
+      g = np.empty((x.shape[0], 5))
+      g[:, 2] = -big_e * c.sum(1)
       u1 *= c
       u2 *= c
-      g = np.stack([-u1.sum(1), -u2.sum(1), -big_e * c.sum(1), u1 @ self.log_n, u2 @ self.log_d], axis=1)
+      sums_n, sums_d = u1 @ self._ones_log_n, u2 @ self._ones_log_d  # [Σ, Σ·log] per term
+      g[:, 0], g[:, 3], g[:, 1], g[:, 4] = -sums_n[:, 0], sums_n[:, 1], -sums_d[:, 0], sums_d[:, 1]
     return f, g
 
 

@@ -69,6 +69,16 @@ class PowerLawFit:
     flops = np.asarray(flops, np.float64)
     return {"params": self.k_params * flops ** self.a, "tokens": self.k_tokens * flops ** self.b}
 
+  @classmethod
+  def from_points(cls, method: str, points: list, compute_key: str, **fields) -> "PowerLawFit":
+    """OLS power laws of each point's params_opt and tokens_opt on its compute (`compute_key`)."""
+    from analysis.powerlaw import fit_power_law
+    c = [p[compute_key] for p in points]
+    law_n = fit_power_law(c, [p["params_opt"] for p in points], "params")
+    law_d = fit_power_law(c, [p["tokens_opt"] for p in points], "tokens")
+    return cls(method=method, a=law_n["exponent"], b=law_d["exponent"], k_params=law_n["prefactor"],
+               k_tokens=law_d["prefactor"], points=points, ols={"params": law_n, "tokens": law_d}, **fields)
+
 
 def plain(obj):
   """numpy scalars/arrays -> Python; NaN/inf -> None (strict JSON)."""

@@ -51,6 +51,7 @@ def scipy_loop(table, starts, lower, upper):
   log_n, log_d, log_l = (np.log(table.column(c)) for c in ("params", "tokens", "loss"))
   delta = 1e-3
 
+  @np.errstate(over="ignore", invalid="ignore")  # wild line-search trials overflow; scipy then backtracks
   def fun(p):
     a, b, e, alpha, beta = p
     u1, u2 = np.exp(a - alpha * log_n), np.exp(b - beta * log_d)
