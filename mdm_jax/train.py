@@ -5,10 +5,8 @@ run_dir/metrics.jsonl and Orbax checkpoints. Called again on the same directory 
 checkpoint, including the data-iterator position. Ctrl-C or SIGTERM saves a checkpoint and returns "interrupted".
 """
 import dataclasses
-import math
 import pathlib
 import signal
-import time
 
 import jax
 import numpy as np
@@ -16,8 +14,8 @@ import numpy as np
 from mdm_jax import checkpoint, faults, flops, optim, runio, sharding, step as step_lib
 from mdm_jax.config import Config
 from mdm_jax.data import pipeline
-from mdm_jax.errors import UserError
 from mdm_jax.runinfo import run_record
+from mdm_jax.runlog import RunFiles, RunLogger, check_same_run, eval_summary, is_writer, progress_bar
 
 _STEPS_CACHE: dict = {}   # compiled programs by run shape: runs of one shape in a process compile once
 
@@ -53,53 +51,16 @@ def put_global(batch: dict, sharding) -> dict:
   """Host batch (identical on every process) -> global sharded arrays; each process fills its own devices."""
   return {k: jax.make_array_from_callback(x.shape, sharding, lambda idx, x=x: x[idx]) for k, x in batch.items()}
 
-
 def evaluate(steps: step_lib.Steps, params, batches: dict[str, list[dict]]) -> dict:
   """Validation NELBO per source and per modality (nats/token and bits/token)."""
-  from mdm_jax.data.vocab import MODALITIES
-  out, nelbo, tokens = {}, 0.0, 0.0
-  by_mod_nelbo, by_mod_tokens = np.zeros(len(MODALITIES)), np.zeros(len(MODALITIES))
-  for i, batch in enumerate(b for group in batches.values() for b in group):
-    terms = jax.device_get(steps.evaluate(params, put_global(batch, steps.eval_batch_sharding), np.int32(i)))
-    nelbo, tokens = nelbo + float(terms.nelbo), tokens + float(terms.tokens)
-    by_mod_nelbo += terms.nelbo_by_modality
-    by_mod_tokens += terms.tokens_by_modality
-  out["eval/loss"] = nelbo / tokens
-  out["eval/elbo_bits_per_token"] = out["eval/loss"] / math.log(2)
-  for m, name in enumerate(MODALITIES):
-    if by_mod_tokens[m] > 0:
-      out[f"eval/loss/{name}"] = by_mod_nelbo[m] / by_mod_tokens[m]
-  return out
-
-
-def _mean_metrics(pending: list[dict]) -> dict:
-  """Average the per-step device metrics since the last log (one host sync)."""
-  from mdm_jax.data.vocab import MODALITIES
-  host = jax.device_get(pending)
-  out = {k: float(np.mean([m[k] for m in host])) for k in host[0] if np.ndim(host[0][k]) == 0}
-  nelbo = np.sum([m["train/nelbo_sum_by_modality"] for m in host], axis=0)
-  toks = np.sum([m["train/tokens_by_modality"] for m in host], axis=0)
-  for i, name in enumerate(MODALITIES):
-    if toks[i] > 0 and np.count_nonzero(toks) > 1:
-      out[f"train/loss/{name}"] = float(nelbo[i] / toks[i])
-  out["finite"] = bool(all(np.isfinite(m["train/loss"]) for m in host))
-  if not out["finite"]:
-    out["first_nonfinite"] = next(i for i, m in enumerate(host) if not np.isfinite(m["train/loss"]))
-  return out
-
-
-def _check_same_run(run_dir: pathlib.Path, cfg: Config):
-  path = run_dir / runio.RUN_JSON
-  if path.exists():
-    old = runio.read_json(path)
-    if old.get("run_id") not in (None, cfg.fingerprint()):
-      raise UserError(str(run_dir), "holds a run with a different config (run.json run_id differs)",
-                      "use a new --out directory, or the original config to resume")
+  terms = [jax.device_get(steps.evaluate(params, put_global(batch, steps.eval_batch_sharding), np.int32(i)))
+           for i, batch in enumerate(b for group in batches.values() for b in group)]
+  return eval_summary(terms)
 
 
 def train(cfg: Config, run_dir: str | pathlib.Path, progress: bool = True, mesh=None) -> RunResult:
   run_dir = pathlib.Path(run_dir)
-  _check_same_run(run_dir, cfg)
+  check_same_run(run_dir, cfg)
   mesh = mesh or sharding.make_mesh(cfg.mesh)
   sharding.check_fits(cfg, mesh)
   source = pipeline.DataSource(cfg)
@@ -119,14 +80,14 @@ def train(cfg: Config, run_dir: str | pathlib.Path, progress: bool = True, mesh=
     target = checkpoint.abstract_like(state, steps.state_sharding)
     state, data_state = ckpts.restore(start, target)
     data_iter.set_state(data_state)
-    metrics_log.truncate_after(start)
-  record = run_record(cfg, source, hyper, peak, peak_source, mesh)
-  record["status"] = "running"
-  runio.write_json_atomic(run_dir / runio.RUN_JSON, record)
+    if is_writer():
+      metrics_log.truncate_after(start)
+  files = RunFiles(run_dir, run_record(cfg, source, hyper, peak, peak_source, mesh))
+  files.write(status="running", resumed_from=start or None)
 
-  log = _Logger(cfg, metrics_log, mesh.size, peak, steps, source.eval)
+  log = RunLogger(cfg, metrics_log, mesh.size, peak)
   status, step_i = "done", start
-  pbar = _progress(total, start, progress)
+  pbar = progress_bar(total, start, progress)
   previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
   try:
     for step_i in range(start, total):
@@ -137,8 +98,10 @@ def train(cfg: Config, run_dir: str | pathlib.Path, progress: bool = True, mesh=
       is_last = done == total
       will_save = done % cfg.train.checkpoint_every == 0 or is_last
       if done % cfg.train.log_every == 0 or will_save:   # metrics are flushed before every save: no NaN saved
-        if not log.flush(done, state, evaluate_now=done % cfg.train.eval_every == 0 or is_last):
-          status, record["diverged_at"] = "diverged", log.diverged_at
+        evaluate_now = done % cfg.train.eval_every == 0 or is_last
+        evaluate_fn = (lambda: evaluate(steps, state["params"], source.eval)) if evaluate_now else None
+        if not log.flush(done, jax.device_get(log.pending), evaluate_fn):
+          status, files.record["diverged_at"] = "diverged", log.diverged_at
           break
         pbar.set_postfix(loss=f"{log.last['train/loss']:.3f}", refresh=False)
       if will_save:
@@ -150,7 +113,7 @@ def train(cfg: Config, run_dir: str | pathlib.Path, progress: bool = True, mesh=
     status = "interrupted"
     if not any(x.is_deleted() for x in jax.tree.leaves(state)):   # else interrupted mid-dispatch: keep last save
       done = int(jax.device_get(state["step"]))
-      if log.pending and log.flush(done, state, evaluate_now=False):
+      if log.pending and log.flush(done, jax.device_get(log.pending), None):
         ckpts.save(done, state, data_iter.get_state(), force=True)
   finally:
     pbar.close()
@@ -159,43 +122,8 @@ def train(cfg: Config, run_dir: str | pathlib.Path, progress: bool = True, mesh=
     if previous_sigterm is not None:
       signal.signal(signal.SIGTERM, previous_sigterm)
   final_step = log.last.get("step", start)
-  record.update(status=status, final=log.last, wall_time=log.wall_time(), step=final_step)
-  runio.write_json_atomic(run_dir / runio.RUN_JSON, record)
+  files.write(status=status, final=log.last, wall_time=log.wall_time(), step=final_step)
   return RunResult(status, final_step, log.last, run_dir)
-
-
-class _Logger:
-  """Averages per-step device metrics between logs, adds throughput and evals, appends JSONL lines."""
-
-  def __init__(self, cfg: Config, metrics_log, n_devices: int, peak: float, steps, eval_batches):
-    self.cfg, self.metrics_log, self.steps, self.eval_batches = cfg, metrics_log, steps, eval_batches
-    self.flops_per_token = flops.train_flops_per_token(cfg)
-    self.n_devices, self.peak = n_devices, peak
-    self.pending, self.last, self.diverged_at = [], {}, None
-    self.wall0, self.t_log = time.time(), time.perf_counter()
-
-  def wall_time(self) -> float:
-    return time.time() - self.wall0
-
-  def flush(self, done: int, state, evaluate_now: bool) -> bool:
-    """Write one line for the steps since the last flush; False (and nothing written) if the loss went non-finite."""
-    row = _mean_metrics(self.pending)
-    if not row.pop("finite"):
-      self.diverged_at = done - len(self.pending) + row.pop("first_nonfinite") + 1
-      self.last = {"step": done, **{k: v for k, v in row.items() if not k.endswith("_by_modality")}}
-      return False
-    tokens_per_step = self.cfg.tokens_per_step
-    tokens_per_s = len(self.pending) * tokens_per_step / (time.perf_counter() - self.t_log)
-    row.update({"step": done, "tokens": done * tokens_per_step, "flops": done * tokens_per_step *
-                self.flops_per_token, "wall_time": self.wall_time(), "throughput/tokens_per_s": tokens_per_s,
-                "throughput/model_flops": tokens_per_s * self.flops_per_token,
-                "throughput/mfu": flops.mfu(self.flops_per_token, tokens_per_s, self.n_devices, self.peak)})
-    if evaluate_now:
-      row.update(evaluate(self.steps, state["params"], self.eval_batches))
-    row = {k: v for k, v in row.items() if not k.endswith("_by_modality")}
-    self.metrics_log.append(row)
-    self.last, self.pending, self.t_log = row, [], time.perf_counter()
-    return True
 
 
 def _raise_interrupt(signum, frame):
@@ -205,8 +133,3 @@ def _raise_interrupt(signum, frame):
 def _main_thread() -> bool:
   import threading
   return threading.current_thread() is threading.main_thread()
-
-
-def _progress(total: int, start: int, enabled: bool):
-  from tqdm.auto import tqdm
-  return tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True)

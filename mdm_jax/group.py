@@ -1,0 +1,212 @@
+"""Train a group of same-shape runs as one compiled program (jax.vmap over a leading run axis), then write every
+run's own directory exactly as `train` does: run.json, metrics.jsonl and Orbax checkpoints of the unstacked state.
+
+Runs may be grouped when they differ only in values that live in the train state or the data stream: the seed,
+scalar optimizer hyper-parameters (LR, betas, ε, WD, clip, warmup, schedule kind), the SDE rule and the mixture.
+`group_key` is equal exactly for such runs. Each member keeps its own data iterator, eval batches, logger,
+divergence status and fault plan; a diverged member stops logging and saving while the others go on. Because
+the per-run checkpoints are the ones `train` writes, a member can later be resumed alone or in another group.
+"""
+import dataclasses
+import hashlib
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from mdm_jax import checkpoint, faults, flops, optim, runio, sharding, step as step_lib
+from mdm_jax.config import Config
+from mdm_jax.data import pipeline
+from mdm_jax.runinfo import run_record
+from mdm_jax.runlog import RunFiles, RunLogger, check_same_run, eval_summary, is_writer, progress_bar
+from mdm_jax.train import RunResult, compiled_steps, put_global, shape_key, to_micro
+
+# Dotted config fields that may differ inside a group: they only change state arrays or the data stream.
+VARYING_FIELDS = ("optim.lr", "optim.b1", "optim.b2", "optim.eps", "optim.weight_decay", "optim.grad_clip",
+                  "optim.min_lr_ratio", "optim.warmup", "optim.decay_fraction", "optim.lr_schedule",
+                  "optim.weight_decay_convention", "train.seed", "train.peak_flops", "data.mixture", "sde",
+                  "output_dir")
+_GROUP_CACHE: dict = {}
+
+
+def group_key(cfg: Config) -> str:
+  """Equal for runs that can share one vmapped program and one loop (same shapes, steps and cadences)."""
+  d = cfg.to_dict()
+  for dotted in VARYING_FIELDS:
+    *parents, leaf = dotted.split(".")
+    node = d
+    for p in parents:
+      node = node.get(p, {})
+    node.pop(leaf, None)
+  d["optim"].pop("ema_decay")   # a state value; only whether EMA is on changes the program
+  d["ema_on"] = cfg.optim.ema_decay > 0
+  return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class _Vmapped:
+  init: object
+  train: object
+  evaluate: object
+  unstack: object
+  stack: object
+  state_sharding: object
+  batch_sharding: object
+  eval_batch_sharding: object
+
+
+def _lead(shardings, mesh):
+  """The same placement with an unsharded leading run axis (the 'run' logical axis is replicated)."""
+  return jax.tree.map(lambda s: NamedSharding(mesh, P(None, *s.spec)), shardings)
+
+
+def vmapped_steps(cfg: Config, mesh, k: int) -> _Vmapped:
+  """jit(vmap(...)) of the un-jitted step functions for a group of k runs; cached per run shape and k."""
+  key = (shape_key(cfg, mesh), k)
+  if key in _GROUP_CACHE:
+    return _GROUP_CACHE[key]
+  steps = compiled_steps(cfg, mesh)
+  raw, rep = steps.raw, NamedSharding(mesh, P())
+  state_s, batch_s = _lead(steps.state_sharding, mesh), _lead(steps.batch_sharding, mesh)
+  eval_s = _lead(steps.eval_batch_sharding, mesh)
+  fns = _Vmapped(
+      init=jax.jit(jax.vmap(raw["init"]), in_shardings=(rep, rep), out_shardings=state_s),
+      train=jax.jit(jax.vmap(raw["train"]), in_shardings=(state_s, batch_s), out_shardings=(state_s, rep),
+                    donate_argnums=0),
+      evaluate=jax.jit(jax.vmap(raw["evaluate"], in_axes=(0, 0, None)),
+                       in_shardings=(state_s["params"], eval_s, rep), out_shardings=rep),
+      unstack=jax.jit(lambda s, i: jax.tree.map(lambda x: x[i], s), out_shardings=steps.state_sharding),
+      stack=jax.jit(lambda ss: jax.tree.map(lambda *x: jnp.stack(x), *ss), out_shardings=state_s),
+      state_sharding=state_s, batch_sharding=batch_s, eval_batch_sharding=eval_s)
+  for name in ("init", "train", "evaluate", "unstack", "stack"):
+    setattr(fns, name, step_lib.under_mesh(getattr(fns, name), mesh))
+  _GROUP_CACHE[key] = fns
+  return fns
+
+
+def train_group(cfgs: list[Config], run_dirs, progress: bool = False, mesh=None) -> list[RunResult]:
+  """Train same-`group_key` runs together; returns one RunResult per run, in order. Resumes from checkpoints:
+  members whose latest checkpoints differ are trained as separate sub-groups (one per start step)."""
+  run_dirs = [pathlib.Path(d) for d in run_dirs]
+  if len(cfgs) != len(run_dirs) or not cfgs:
+    raise ValueError("train_group needs one run directory per config")
+  keys = {group_key(c) for c in cfgs}
+  if len(keys) != 1:
+    raise ValueError(f"configs of a group must share group_key, got {len(keys)} different keys")
+  mesh = mesh or sharding.make_mesh(cfgs[0].mesh)
+  sharding.check_fits(cfgs[0], mesh)
+  for cfg, run_dir in zip(cfgs, run_dirs):
+    check_same_run(run_dir, cfg)
+  starts = [checkpoint.Checkpoints(d, c.train.keep_checkpoints, c.train.checkpoint_every).latest_step()
+            if (d / "checkpoints").is_dir() else None for c, d in zip(cfgs, run_dirs)]
+  results: list[RunResult | None] = [None] * len(cfgs)
+  for start in sorted({s or 0 for s in starts}):
+    members = [i for i, s in enumerate(starts) if (s or 0) == start]
+    out = _train_stacked([cfgs[i] for i in members], [run_dirs[i] for i in members], start, mesh, progress)
+    for i, r in zip(members, out):
+      results[i] = r
+  return results
+
+
+def _train_stacked(cfgs, run_dirs, start: int, mesh, progress: bool) -> list[RunResult]:
+  k, cfg0 = len(cfgs), cfgs[0]
+  fns = vmapped_steps(cfg0, mesh, k)
+  steps = compiled_steps(cfg0, mesh)
+  sources = [pipeline.DataSource(c) for c in cfgs]
+  for d in run_dirs:
+    d.mkdir(parents=True, exist_ok=True)
+  hypers = [optim.hyperparams(c) for c in cfgs]
+  peak, peak_source = flops.peak_flops_per_device(cfg0.train.peak_flops)
+  total, every = cfg0.total_steps, cfg0.train
+  ckpts = [checkpoint.Checkpoints(d, c.train.keep_checkpoints, c.train.checkpoint_every)
+           for c, d in zip(cfgs, run_dirs)]
+  iters = [s.iterator() for s in sources]
+  plans = [faults.planned(c.fingerprint()) for c in cfgs]
+  evals = [[b for group in s.eval.values() for b in group] for s in sources]
+  if len({len(e) for e in evals}) != 1:
+    raise ValueError("members of a group must have the same number of eval batches")
+
+  hyper_k = jax.tree.map(lambda *x: jnp.stack(x), *[optim.hyper_arrays(h) for h in hypers])
+  state = fns.init(jnp.stack([step_lib.seed_key(c.train.seed) for c in cfgs]), hyper_k)
+  if start:
+    target = checkpoint.abstract_like(jax.eval_shape(lambda: fns.unstack(state, 0)), steps.state_sharding)
+    restored = [ck.restore(start, target) for ck in ckpts]
+    state = fns.stack([r[0] for r in restored])
+    for it, (_, data_state) in zip(iters, restored):
+      it.set_state(data_state)
+  logs, files = [], []
+  for c, d, src, h in zip(cfgs, run_dirs, sources, hypers):
+    metrics_log = runio.MetricsLog(d / runio.METRICS)
+    if start and is_writer():
+      metrics_log.truncate_after(start)
+    logs.append(RunLogger(c, metrics_log, mesh.size, peak))
+    files.append(RunFiles(d, run_record(c, src, h, peak, peak_source, mesh)))
+    files[-1].write(status="running", resumed_from=start or None, group_size=k)
+
+  status, alive = ["done"] * k, [True] * k
+  pending: list = []
+  pbar = progress_bar(total, start, progress)
+
+  def evaluate_all() -> list[dict]:
+    terms = [jax.device_get(fns.evaluate(state["params"], put_global(_stack(batches), fns.eval_batch_sharding),
+                                         np.int32(j))) for j, batches in enumerate(zip(*evals))]
+    return [eval_summary([jax.tree.map(lambda x: x[i], t) for t in terms]) for i in range(k)]
+
+  try:
+    for step_i in range(start, total):
+      batch = _stack([to_micro(next(it), c) for it, c in zip(iters, cfgs)])
+      state, metrics = fns.train(state, put_global(batch, fns.batch_sharding))
+      pending.append(metrics)
+      done = step_i + 1
+      is_last = done == total
+      will_save = done % every.checkpoint_every == 0 or is_last
+      if done % every.log_every == 0 or will_save:
+        host, cached = jax.device_get(pending), {}
+        evaluate_now = done % every.eval_every == 0 or is_last
+        for i in (i for i in range(k) if alive[i]):
+          rows = [jax.tree.map(lambda x: x[i], m) for m in host]
+          eval_i = (lambda i=i: cached.setdefault("rows", evaluate_all())[i]) if evaluate_now else None
+          if not logs[i].flush(done, rows, eval_i):
+            status[i], alive[i] = "diverged", False
+            files[i].record["diverged_at"] = logs[i].diverged_at
+        pending = []
+      if will_save:
+        for i in (i for i in range(k) if alive[i]):
+          ckpts[i].save(done, fns.unstack(state, np.int32(i)), iters[i].get_state(), force=is_last)
+      pbar.update(1)
+      for i in range(k):
+        if alive[i] and done in plans[i]:
+          state = _poison(state, i) if plans[i][done] == "nan" else faults.inject(plans[i][done], state)
+      if not any(alive):
+        break
+  except KeyboardInterrupt:
+    status = ["interrupted" if a else s for a, s in zip(alive, status)]
+    if not any(x.is_deleted() for x in jax.tree.leaves(state)):
+      done = int(jax.device_get(state["step"])[0])
+      host = jax.device_get(pending)
+      for i in (i for i in range(k) if alive[i]):
+        if host and logs[i].flush(done, [jax.tree.map(lambda x: x[i], m) for m in host], None):
+          ckpts[i].save(done, fns.unstack(state, np.int32(i)), iters[i].get_state(), force=True)
+  finally:
+    pbar.close()
+    for ck in ckpts:
+      ck.wait()
+      ck.close()
+  results = []
+  for i in range(k):
+    final_step = logs[i].last.get("step", start)
+    files[i].write(status=status[i], final=logs[i].last, wall_time=logs[i].wall_time(), step=final_step)
+    results.append(RunResult(status[i], final_step, logs[i].last, run_dirs[i]))
+  return results
+
+
+def _stack(batches: list[dict]) -> dict:
+  return {name: np.stack([b[name] for b in batches]) for name in batches[0]}
+
+
+def _poison(state, i: int):
+  """The `nan` fault for member i only: its parameters become NaN, the other members are untouched."""
+  return {**state, "params": jax.tree.map(lambda x: x.at[i].multiply(jnp.nan), state["params"])}

@@ -1,0 +1,118 @@
+"""What every trainer (one run, or a vmapped group of runs) writes into a run directory, in one place.
+
+`RunLogger` turns per-step metrics into metrics.jsonl lines (averages since the last log, throughput, MFU, evals);
+`RunFiles` owns run.json. Both write only on JAX process 0, so a multi-process (jax.distributed) run produces the
+same files as a single-process one. `train.py` and `group.py` share them, so a run trained inside a group is
+indistinguishable on disk from one trained alone.
+"""
+import math
+import pathlib
+import time
+from typing import Callable
+
+import numpy as np
+
+from mdm_jax import flops, runio
+from mdm_jax.config import Config
+from mdm_jax.errors import UserError
+
+
+def is_writer() -> bool:
+  """Only process 0 of a multi-process job writes run files (all processes see the same metrics)."""
+  import jax
+  return jax.process_index() == 0
+
+
+def mean_metrics(host: list[dict]) -> dict:
+  """Average host-side per-step metrics since the last log; flags the first non-finite loss."""
+  from mdm_jax.data.vocab import MODALITIES
+  out = {k: float(np.mean([m[k] for m in host])) for k in host[0] if np.ndim(host[0][k]) == 0}
+  nelbo = np.sum([m["train/nelbo_sum_by_modality"] for m in host], axis=0)
+  toks = np.sum([m["train/tokens_by_modality"] for m in host], axis=0)
+  for i, name in enumerate(MODALITIES):
+    if toks[i] > 0 and np.count_nonzero(toks) > 1:
+      out[f"train/loss/{name}"] = float(nelbo[i] / toks[i])
+  out["finite"] = bool(all(np.isfinite(m["train/loss"]) for m in host))
+  if not out["finite"]:
+    out["first_nonfinite"] = next(i for i, m in enumerate(host) if not np.isfinite(m["train/loss"]))
+  return out
+
+
+def eval_summary(terms: list) -> dict:
+  """Validation NELBO overall and per modality (nats/token and bits/token) from host LossTerms of every batch."""
+  from mdm_jax.data.vocab import MODALITIES
+  nelbo = sum(float(t.nelbo) for t in terms)
+  tokens = sum(float(t.tokens) for t in terms)
+  by_mod_nelbo = np.sum([np.asarray(t.nelbo_by_modality) for t in terms], axis=0)
+  by_mod_tokens = np.sum([np.asarray(t.tokens_by_modality) for t in terms], axis=0)
+  out = {"eval/loss": nelbo / tokens}
+  out["eval/elbo_bits_per_token"] = out["eval/loss"] / math.log(2)
+  for m, name in enumerate(MODALITIES):
+    if by_mod_tokens[m] > 0:
+      out[f"eval/loss/{name}"] = float(by_mod_nelbo[m] / by_mod_tokens[m])
+  return out
+
+
+def check_same_run(run_dir: pathlib.Path, cfg: Config):
+  path = run_dir / runio.RUN_JSON
+  if path.exists():
+    old = runio.read_json(path)
+    if old.get("run_id") not in (None, cfg.fingerprint()):
+      raise UserError(str(run_dir), "holds a run with a different config (run.json run_id differs)",
+                      "use a new --out directory, or the original config to resume")
+
+
+class RunFiles:
+  """run.json of one run: the record from `runinfo.run_record`, rewritten atomically at start and at the end."""
+
+  def __init__(self, run_dir: pathlib.Path, record: dict):
+    self.path, self.record = pathlib.Path(run_dir) / runio.RUN_JSON, record
+
+  def write(self, **updates):
+    self.record.update(updates)
+    if is_writer():
+      runio.write_json_atomic(self.path, self.record)
+
+
+class RunLogger:
+  """Averages per-step metrics between logs, adds throughput and evals, appends JSONL lines (process 0)."""
+
+  def __init__(self, cfg: Config, metrics_log: runio.MetricsLog, n_devices: int, peak: float):
+    self.cfg, self.metrics_log = cfg, metrics_log
+    self.flops_per_token = flops.train_flops_per_token(cfg)
+    self.n_devices, self.peak = n_devices, peak
+    self.pending, self.last, self.diverged_at = [], {}, None
+    self.wall0, self.t_log = time.time(), time.perf_counter()
+
+  def wall_time(self) -> float:
+    return time.time() - self.wall0
+
+  def flush(self, done: int, host_pending: list[dict], evaluate: Callable[[], dict] | None) -> bool:
+    """One line for the steps since the last flush; False (nothing written) if the loss went non-finite.
+
+    `evaluate` (called only when the loss is finite) returns the eval/ keys to add on this line, or is None.
+    """
+    row = mean_metrics(host_pending)
+    if not row.pop("finite"):
+      self.diverged_at = done - len(host_pending) + row.pop("first_nonfinite") + 1
+      self.last = {"step": done, **{k: v for k, v in row.items() if not k.endswith("_by_modality")}}
+      self.pending = []
+      return False
+    tokens_per_step = self.cfg.tokens_per_step
+    tokens_per_s = len(host_pending) * tokens_per_step / (time.perf_counter() - self.t_log)
+    row.update({"step": done, "tokens": done * tokens_per_step, "flops": done * tokens_per_step *
+                self.flops_per_token, "wall_time": self.wall_time(), "throughput/tokens_per_s": tokens_per_s,
+                "throughput/model_flops": tokens_per_s * self.flops_per_token,
+                "throughput/mfu": flops.mfu(self.flops_per_token, tokens_per_s, self.n_devices, self.peak)})
+    if evaluate is not None:
+      row.update(evaluate())
+    row = {k: v for k, v in row.items() if not k.endswith("_by_modality")}
+    if is_writer():
+      self.metrics_log.append(row)
+    self.last, self.pending, self.t_log = row, [], time.perf_counter()
+    return True
+
+
+def progress_bar(total: int, start: int, enabled: bool):
+  from tqdm.auto import tqdm
+  return tqdm(total=total, initial=start, disable=not (enabled and is_writer()), unit="step", dynamic_ncols=True)
