@@ -133,8 +133,7 @@ def bench_size(size: str, args, ceilings: dict) -> list[dict]:
                    "peak_rss_mb": round(max(build_rss[name], step_rss), 1), "step_peak_rss_mb": round(step_rss, 1),
                    "steps_per_block": steps[name], **log.summary()})
     for w in workers:  # each library's own matmul peak, measured after the timing so that it disturbs nothing
-      harness.wait_for_quiet(args.max_other_cores, args.wait_seconds)
-      keep_best(ceilings, w.spec.lib, w.call("peak"))
+      measure_ceiling(ceilings, w.spec.lib, lambda: w.call("peak"), args)
   finally:
     for w in workers:
       w.close()
@@ -146,23 +145,32 @@ def keep_best(ceilings: dict, lib: str, measured: dict) -> None:
     ceilings[lib] = {k: round(v, 3) if k == "other_cores" else v for k, v in measured.items()}
 
 
+def measure_ceiling(ceilings: dict, lib: str, measure, args) -> None:
+  """Like a timed block: wait for a quiet machine, retry a loaded measurement, keep the best."""
+  for _ in range(args.retries + 1):
+    harness.wait_for_quiet(args.max_other_cores, args.wait_seconds)
+    measured = measure()
+    keep_best(ceilings, lib, measured)
+    if measured["other_cores"] <= args.max_other_cores:
+      return
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
-  ceilings = {}
-  harness.wait_for_quiet(args.max_other_cores, args.wait_seconds)
-  keep_best(ceilings, "numpy", harness.matmul_peak("numpy"))
-  rows = []
+  ceilings, rows = {}, []
+  measure_ceiling(ceilings, "numpy", lambda: harness.matmul_peak("numpy"), args)
   for size in args.sizes:
     rows += bench_size(size, args, ceilings)
-  harness.wait_for_quiet(args.max_other_cores, args.wait_seconds)
-  keep_best(ceilings, "numpy", harness.matmul_peak("numpy"))
-  ceiling = max(c["flops_per_s"] for c in ceilings.values())
+  measure_ceiling(ceilings, "numpy", lambda: harness.matmul_peak("numpy"), args)
+  best = max(ceilings.values(), key=lambda c: c["flops_per_s"])
+  ceiling = best["flops_per_s"]
+  ceiling_clean = best["other_cores"] <= args.max_other_cores  # a loaded ceiling is low: MFU would be inflated
   for row in rows:
     if "tokens_per_s" in row:
-      row.update(mfu=row["achieved_flops_per_s"] / ceiling, ceiling_flops_per_s=ceiling)
+      row.update(mfu=row["achieved_flops_per_s"] / ceiling, ceiling_flops_per_s=ceiling, ceiling_clean=ceiling_clean)
     print(json.dumps(row), flush=True)
   versions = {p: importlib.metadata.version(p) for p in ("torch", "jax", "jaxlib", "optax", "numpy")}
-  print(json.dumps({"ceiling_flops_per_s": ceiling, "ceiling_by_lib": ceilings, "cpu_count": os.cpu_count(),
+  print(json.dumps({"ceiling_flops_per_s": ceiling, "ceiling_clean": ceiling_clean, "ceiling_by_lib": ceilings, "cpu_count": os.cpu_count(),
                     "max_other_cores": args.max_other_cores,
                     "flops_convention": "noncausal METHOD.md 6.1 (harness.train_flops_per_token fallback)",
                     "versions": versions}), flush=True)
