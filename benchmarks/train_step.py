@@ -21,6 +21,11 @@ Implementations: torch-compile (the reference), torch-eager (benchmarks/torch_re
     the harness and threaded from call to call, so it may be donated.
   * The first calls may compile: the harness runs warm-up steps before any timing.
 If `mdm_jax.bench` is not importable the mdm-lab line is {"name", "impl": "mdm-lab", "skipped": reason}.
+
+Trust: a block is clean when other work on the machine took <= --max-other-cores during it; `clean_rounds` counts
+rounds whose three blocks were clean, and ratios and tokens/s use only clean rounds/blocks when there are any.
+`ceiling_clean` false means the ceiling was measured under load (too low), so MFU is inflated. Torch's spinning
+OpenMP threads slow down far more than XLA's pool when other processes share the cores: loaded rounds favour JAX.
 """
 
 import argparse
