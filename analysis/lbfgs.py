@@ -167,41 +167,46 @@ def _line_search(fun, rows, x, f, g, d, lower, upper, max_trials, c1, c2=0.9):
 
   Armijo failure shrinks the bracket (safeguarded quadratic interpolation); a step that is still descending steeply
   (curvature condition failing) grows t, which is what lets a start escape a flat plateau where the gradient is tiny.
-  After max_trials the best Armijo point found is kept; a problem with none is STALLED.
+  After max_trials the best Armijo point found is kept; a problem with none is STALLED. The problems still
+  searching are kept in compact arrays (`s_*`), so each trial touches only them.
   """
   k = rows.size
-  t, lo, hi = np.ones(k), np.zeros(k), np.full(k, np.inf)
   x_new, f_new, g_new = x.copy(), f.copy(), g.copy()
   ok = np.zeros(k, dtype=bool)
-  slope0 = np.einsum("kp,kp->k", g, d)
   todo = np.arange(k)
+  s_x, s_f, s_g, s_d, s_rows = x, f, g, d, rows
+  s_slope = np.einsum("kp,kp->k", g, d)
+  s_t, s_lo, s_hi = np.ones(k), np.zeros(k), np.full(k, np.inf)
   evals = 0
   for _ in range(max_trials):
-    xt = np.clip(x[todo] + t[todo, None] * d[todo], lower, upper)
-    ft, gt = fun(xt, rows[todo])
+    xt = np.clip(s_x + s_t[:, None] * s_d, lower, upper)
+    ft, gt = fun(xt, s_rows)
     evals += todo.size
-    step = xt - x[todo]
-    predicted = np.einsum("kp,kp->k", g[todo], step)  # first-order change along the projected path
-    armijo = np.isfinite(ft) & (ft <= f[todo] + c1 * predicted) & (ft < f[todo])
+    step = xt - s_x
+    predicted = np.einsum("kp,kp->k", s_g, step)  # first-order change along the projected path
+    armijo = np.isfinite(ft) & (ft <= s_f + c1 * predicted) & (ft < s_f)
     better = armijo & (~ok[todo] | (ft < f_new[todo]))
     upd = todo[better]
     x_new[upd], f_new[upd], g_new[upd], ok[upd] = xt[better], ft[better], gt[better], True
-    steep = armijo & (np.einsum("kp,kp->k", gt, d[todo]) < c2 * slope0[todo]) & np.any(step != 0, axis=1)
-    moving = np.any(xt != np.clip(x[todo] + 2 * t[todo, None] * d[todo], lower, upper), axis=1)
-    grow = steep & moving  # a path flattened by the bounds cannot go further
+    grow = armijo & (np.einsum("kp,kp->k", gt, s_d) < c2 * s_slope) & np.any(step != 0, axis=1)
+    if grow.any():  # a path flattened by the bounds cannot go further
+      i = np.flatnonzero(grow)
+      farther = np.clip(s_x[i] + 2 * s_t[i, None] * s_d[i], lower, upper)
+      grow[i] = np.any(farther != xt[i], axis=1)
     shrink = ~armijo
-    tt = t[todo]
-    lo[todo[grow]] = tt[grow]
-    hi[todo[shrink]] = tt[shrink]
+    s_lo = np.where(grow, s_t, s_lo)
+    s_hi = np.where(shrink, s_t, s_hi)
     # Quadratic model of f along the path from f(0), f'(0)·t and f(t); clipped inside the bracket.
-    denom = 2.0 * (ft - f[todo] - predicted)
+    denom = 2.0 * (ft - s_f - predicted)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-      t_quad = np.where(np.isfinite(ft) & (denom > 0), -predicted * tt / denom, 0.1 * tt)
-    lo_s, hi_s = lo[todo[shrink]], hi[todo[shrink]]
-    t[todo[shrink]] = np.clip(t_quad[shrink], lo_s + 0.1 * (hi_s - lo_s), lo_s + 0.5 * (hi_s - lo_s))
-    hi_g = hi[todo[grow]]
-    t[todo[grow]] = np.where(np.isinf(hi_g), 4.0 * tt[grow], 0.5 * (tt[grow] + hi_g))
-    todo = todo[grow | shrink]
-    if todo.size == 0:
+      t_quad = np.where(np.isfinite(ft) & (denom > 0), -predicted * s_t / denom, 0.1 * s_t)
+      t_shrunk = np.clip(t_quad, s_lo + 0.1 * (s_hi - s_lo), s_lo + 0.5 * (s_hi - s_lo))
+      t_grown = np.where(np.isinf(s_hi), 4.0 * s_t, 0.5 * (s_t + s_hi))
+    s_t = np.where(shrink, t_shrunk, np.where(grow, t_grown, s_t))
+    cont = grow | shrink
+    if not cont.any():
       break
+    if not cont.all():
+      todo, s_x, s_f, s_g, s_d, s_rows = todo[cont], s_x[cont], s_f[cont], s_g[cont], s_d[cont], s_rows[cont]
+      s_slope, s_t, s_lo, s_hi = s_slope[cont], s_t[cont], s_lo[cont], s_hi[cont]
   return x_new, f_new, g_new, ok, evals

@@ -111,12 +111,11 @@ def fit_diagnostics(obj: LseObjective, res: lbfgs.BatchResult, best: int, x0, lo
     warnings.append(f"E = {E:.3g} collapsed towards 0: the irreducible loss is not identified by these runs")
   warnings.extend(table_warnings(table))
   return {"status": status, "x_log": x.tolist(), "status_counts": res.status_counts(), "n_starts": int(x0.shape[0]),
-          "best_basin_count": n_basin, "n_basins": diag.count_basins(res.f, atol=floor), "best_start": x0[best].tolist(),
-          "iterations_best": int(res.n_iter[best]), "evaluations": int(res.n_eval),
+          "best_basin_count": n_basin, "n_basins": diag.count_basins(res.f, atol=floor),
+          "best_start": x0[best].tolist(), "iterations_best": int(res.n_iter[best]), "evaluations": int(res.n_eval),
           "projected_gradient_max_rel": float(np.max(np.abs(pg)) / max(abs(res.f[best]), 1e-300)), **flags,
-          "condition_number": cond,
-          "approx_se_log": {k: float(se[i]) for i, k in enumerate(PARAM_NAMES)}, "residuals": diag.residual_summary(r, obj.delta if obj.loss == "huber" else None),
-          "warnings": warnings}
+          "condition_number": cond, "approx_se_log": {k: float(se[i]) for i, k in enumerate(PARAM_NAMES)},
+          "residuals": diag.residual_summary(r, obj.delta if obj.loss == "huber" else None), "warnings": warnings}
 
 
 def jacobian_log_prediction(x_P, log_n, log_d):

@@ -16,9 +16,15 @@ from mdm_jax.errors import UserError
 RUN_JSON, METRICS = "run.json", "metrics.jsonl"
 # Where the trainer's resolved config keeps the per-run hyperparameters we tabulate (dotted paths).
 CONFIG_FIELDS = {"batch_size": "batch.logical", "lr": "optim.lr", "seed": "train.seed"}
-# Settings that change exponents (§5.9 pitfall 9): recorded per fit, and a mix of values is warned about.
-HYPER_FIELDS = ("optim.lr_schedule", "optim.warmup", "optim.decay_fraction", "optim.b1", "optim.b2",
-                "optim.weight_decay", "data.seq_len", "diffusion.schedule")
+# Settings that change exponents (§5.9 pitfall 9): every leaf of these config sections, plus any setting whose path
+# names the SDE/κ rule, a base value or the parameterisation, is recorded per fit. Settings that should be shared
+# by all runs of one fit (schedule shape, objective, sequence length, parameterisation) are warned about when they
+# differ; those rescaled per run by design (lr, β, ε, WD under κ) are only recorded.
+HYPER_SECTIONS = ("optim.", "diffusion.", "data.seq_len")
+HYPER_MARKERS = ("kappa", "sde", "gamma", "base", "param")
+SHARED = ("optim.lr_schedule", "optim.warmup", "optim.decay_fraction", "optim.min_lr_ratio", "diffusion.",
+          "data.seq_len", "param")
+SWEPT = ("optim.lr", "batch.logical", "batch.physical", "train.seed", "data.mixture")
 MIXTURE_FIELD, MODALITIES = "data.mixture", ("text", "image", "audio")
 
 
@@ -95,10 +101,9 @@ def load_run_dirs(path, *, convention: str = "total", loss_key: str = "eval/loss
     mixture = _get(config, MIXTURE_FIELD)
     if isinstance(mixture, (list, tuple)) and len(mixture) == len(MODALITIES):
       base.update({f"{table_lib.MIX_PREFIX}{m}": float(w) for m, w in zip(MODALITIES, mixture)})
-    for field in HYPER_FIELDS:
-      value = _get(config, field)
-      if value is not None:
-        hyper.setdefault(field, set()).add(json.dumps(value))
+    for field, value in _leaves(config):
+      if field not in SWEPT and (field.startswith(HYPER_SECTIONS) or any(m in field for m in HYPER_MARKERS)):
+        hyper.setdefault(field, set()).add(json.dumps(value, sort_keys=True))
     flops_conventions.add((run.get("flops") or {}).get("convention", "unspecified"))
     lines = read_metrics(run_dir / METRICS) if per_step else [run.get("final") or {}]
     if not per_step and loss_key not in lines[0]:  # the final line may be a train-only line: use the last eval
@@ -131,12 +136,22 @@ def load_run_dirs(path, *, convention: str = "total", loss_key: str = "eval/loss
   # One value per setting, or the sorted list of distinct values when runs disagree (then also `mixed_settings`).
   values = {k: [json.loads(v) for v in sorted(vals)] for k, vals in hyper.items()}
   metadata = {"hyperparameters": {k: v[0] if len(v) == 1 else v for k, v in values.items()},
-              "mixed_settings": sorted(k for k, v in values.items() if len(v) > 1),
+              "mixed_settings": sorted(k for k, v in values.items()
+                                       if len(v) > 1 and (k.startswith(SHARED) or "param" in k)),
               "loss_key": loss_key, "per_step": per_step}
   out = table_lib.from_frame(df, params_convention=convention, flops_convention=flops_convention, source=str(path),
                              metadata=metadata)
   out.exclusions.extend(exclusions)
   return out
+
+
+def _leaves(node, prefix=""):
+  """(dotted path, value) for every non-dict leaf of a nested config."""
+  if isinstance(node, dict):
+    for key, value in node.items():
+      yield from _leaves(value, f"{prefix}{key}.")
+  else:
+    yield prefix[:-1], node
 
 
 def _loss_keys(metrics: dict, loss_key: str, modalities: bool):

@@ -4,7 +4,8 @@ bootstrap, on the 240 public Chinchilla points. Prints one JSON object per line.
     .venv/bin/python benchmarks/fit.py [--reference-starts N] [--resamples K]
 
 The reference is what one would write without this package: a scalar numpy objective with the same analytic
-gradient, the same bounds and scipy's default L-BFGS-B options, looped over the same starts. Targets (issue 4):
+gradient, the same bounds and scipy's default L-BFGS-B options, looped over the same starts. OpenBLAS is
+single-threaded unless OPENBLAS_NUM_THREADS says otherwise (see below). Targets (issue 4):
 speedup >= 10 with |objective − reference_objective| <= 1e-9, and bootstrap_s <= 30 on 2 cores. The machine is
 shared, so wall times come with process CPU times and the background load seen during each block; the vectorised
 fit runs before and after the reference and the faster of the two is compared ("same run").
@@ -15,6 +16,11 @@ import os
 import pathlib
 import sys
 import time
+
+# scipy's L-BFGS-B makes tiny BLAS calls every iteration; with a threaded OpenBLAS on a busy 2-core machine each
+# iteration was measured ~80x slower (5 ms vs 0.065 ms). The fair baseline is the single-threaded one; set
+# OPENBLAS_NUM_THREADS yourself to measure another configuration (it is reported).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 from scipy import optimize
@@ -93,6 +99,7 @@ def main(argv=None) -> int:
   print(json.dumps({
       "name": "approach3_grid_fit", "points": len(table), "starts": int(starts.shape[0]),
       "reference_starts": int(ref_starts.shape[0]), "threads": threads,
+      "openblas_threads": os.environ["OPENBLAS_NUM_THREADS"],
       "vectorised_s": wall_v, "vectorised_runs_s": [wall_a, wall_b], "vectorised_cpu_s": [cpu_a, cpu_b],
       "vectorised_1thread_s": wall_1, "reference_s": wall_r * scale, "reference_cpu_s": cpu_r * scale,
       "speedup": wall_r * scale / wall_v, "speedup_1thread": wall_r * scale / wall_1,

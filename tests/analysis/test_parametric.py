@@ -9,7 +9,8 @@ from analysis import parametric
 from analysis.table import from_frame
 from tests.analysis.conftest import CHINCHILLA_TRUTH, synthetic_frame
 
-SMALL_GRID = {"a": (0, 10, 20), "b": (0, 10, 20), "e": (-1, 0, 1), "alpha": (0.25, 0.75), "beta": (0.25, 0.75)}
+# 16 starts: enough to reach the best basin on these data (the full 4,500 grid is tested once, on Chinchilla).
+SMALL_GRID = {"a": (5, 20), "b": (5, 20), "e": (0.0,), "alpha": (0.25, 0.75), "beta": (0.25, 0.75)}
 
 
 def test_chinchilla_plain_grid_fit_reproduces_the_published_values(chinchilla_fit):

@@ -91,11 +91,11 @@ def test_correlated_checkpoints_widen_the_cluster_interval():
 
 
 def test_intervals_cover_the_truth_at_about_the_nominal_rate():
-  """30 noisy synthetic draws (log-normal noise inside Huber's quadratic zone), 90% percentile intervals from 100
+  """24 noisy synthetic draws (log-normal noise inside Huber's quadratic zone), 90% percentile intervals from 100
   resamples each: coverage near 0.9 and interval widths near 2·1.645 SD of the draw-to-draw estimates."""
   x_true = np.array([np.log(482.0), np.log(2085.0), np.log(1.8172), 0.3478, 0.3658])
   hits, widths, estimates = {k: 0 for k in CHINCHILLA_TRUTH}, [], []
-  draws = 30
+  draws = 24
   for d in range(draws):
     table = from_frame(synthetic_frame(CHINCHILLA_TRUTH, n_grid=6, d_grid=6, noise=5e-4, seed=100 + d))
     fit = fit_approach3(table, starts=x_true[None])

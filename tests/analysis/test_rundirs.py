@@ -8,7 +8,7 @@ from analysis import rundirs
 from mdm_jax.errors import UserError
 
 
-def _write_run(root, run_id, *, status="done", n=1_000_000, steps=3, schedule="cosine", torn=False, lr=1e-3):
+def _write_run(root, run_id, *, status="done", n=1_000_000, steps=3, schedule="cosine", torn=False, lr=1e-3, b2=0.95):
   run_dir = root / "runs" / run_id
   run_dir.mkdir(parents=True)
   lines = []
@@ -24,8 +24,9 @@ def _write_run(root, run_id, *, status="done", n=1_000_000, steps=3, schedule="c
   if status != "done":
     final = {}
   run = {"run_id": run_id, "status": status, "diverged_at": 2 if status == "diverged" else None,
-         "config": {"batch": {"logical": 16}, "optim": {"lr": lr, "lr_schedule": schedule}, "train": {"seed": 3},
-                    "data": {"mixture": [0.5, 0.25, 0.25]}},
+         "config": {"batch": {"logical": 16}, "optim": {"lr": lr, "lr_schedule": schedule, "b2": b2},
+                    "train": {"seed": 3}, "data": {"mixture": [0.5, 0.25, 0.25]},
+                    "sde": {"gamma": 0.44, "batch_base": 256}},
          "params": {"total": n, "non_embedding": n // 2, "with_head": n // 2 + 100, "with_attention": n // 2 + 100},
          "flops": {"train_per_token": 6.5 * n, "convention": "noncausal", "budget": 6.5 * n * steps * 1000},
          "tokens_planned": steps * 1000, "final": final}
@@ -78,12 +79,17 @@ def test_final_without_the_loss_key_falls_back_to_the_last_eval_line(tmp_path):
   assert t.column("loss")[0] == pytest.approx(4.2)  # step 4 has eval
 
 
-def test_mixed_schedules_are_recorded(tmp_path):
-  _write_run(tmp_path, "a", schedule="cosine")
-  _write_run(tmp_path, "b", schedule="wsd")
+def test_mixed_schedules_are_flagged_and_kappa_settings_recorded(tmp_path):
+  """§5.9 pitfall 9: settings are data. A schedule that differs between runs is flagged; a β2 rescaled per run
+  (the κ rule does that) and the rule's own settings are recorded without a warning."""
+  _write_run(tmp_path, "a", schedule="cosine", b2=0.95)
+  _write_run(tmp_path, "b", schedule="wsd", b2=0.9025)
   t = rundirs.load_run_dirs(tmp_path)
+  hp = t.metadata["hyperparameters"]
   assert t.metadata["mixed_settings"] == ["optim.lr_schedule"]
-  assert t.metadata["hyperparameters"]["optim.lr_schedule"] == ["cosine", "wsd"]
+  assert hp["optim.lr_schedule"] == ["cosine", "wsd"] and hp["optim.b2"] == [0.9025, 0.95]
+  assert hp["sde.gamma"] == 0.44 and hp["sde.batch_base"] == 256
+  assert "optim.lr" not in hp  # swept on purpose: a column, not metadata
 
 
 def test_bad_run_dirs_are_user_errors(tmp_path):
