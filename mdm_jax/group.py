@@ -132,7 +132,8 @@ def _train_stacked(cfgs, run_dirs, start: int, mesh, progress: bool) -> list[Run
   hyper_k = jax.tree.map(lambda *x: jnp.stack(x), *[optim.hyper_arrays(h) for h in hypers])
   state = fns.init(jnp.stack([step_lib.seed_key(c.train.seed) for c in cfgs]), hyper_k)
   if start:
-    target = checkpoint.abstract_like(jax.eval_shape(lambda: fns.unstack(state, 0)), steps.state_sharding)
+    one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state)   # a member's state
+    target = checkpoint.abstract_like(one, steps.state_sharding)
     restored = [ck.restore(start, target) for ck in ckpts]
     state = fns.stack([r[0] for r in restored])
     for it, (_, data_state) in zip(iters, restored):

@@ -121,6 +121,8 @@ def train(cfg: Config, run_dir: str | pathlib.Path, progress: bool = True, mesh=
     ckpts.close()
     if previous_sigterm is not None:
       signal.signal(signal.SIGTERM, previous_sigterm)
+  if not log.last and start == total:   # resumed after the final save (killed before run.json said done)
+    log.last = (runio.read_metrics(metrics_log.path) or [{}])[-1]
   final_step = log.last.get("step", start)
   files.write(status=status, final=log.last, wall_time=log.wall_time(), step=final_step)
   return RunResult(status, final_step, log.last, run_dir)

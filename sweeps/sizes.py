@@ -150,19 +150,23 @@ def _from_fit(path: pathlib.Path, budgets: list[float], field: str) -> tuple[lis
 
 def isoflop_sizes(family: SizeFamily, base: Config, n_star: float, k: int, spread: float,
                   convention: str) -> list[dict]:
-  """Distinct model fields for k sizes on a log grid N*·spread^[-1..1] (nearest width in log params)."""
+  """k distinct sizes of the family nearest (in log params) to the log grid N*·spread^[-1..1], in increasing size.
+
+  Targets are matched in order to strictly increasing widths, so coarse width steps at tiny sizes still give k
+  distinct models (each as close to its target as the ones left allow)."""
   targets = [n_star * spread ** (2 * i / (k - 1) - 1) for i in range(k)] if k > 1 else [n_star]
-  widths = range(family.width_step, 16384 + 1, family.width_step)
-  counted = []
-  for w in widths:
+  model = dataclasses.asdict(base.model)
+  candidates = []
+  for w in range(family.width_step, 16384 + 1, family.width_step):
     fields = family.model_fields(w)
-    n = flops.param_counts(ModelConfig(**{**dataclasses.asdict(base.model), **fields}), base.vocab_size)[convention]
-    counted.append((n, fields))
-  out = []
-  for target in targets:
-    _, fields = min(counted, key=lambda nf: abs(math.log(nf[0] / target)))
-    if fields not in out:
-      out.append(fields)
+    n = flops.param_counts(ModelConfig(**{**model, **fields}), base.vocab_size)[convention]
+    candidates.append((n, fields))
+  out, last = [], -1
+  for i, target in enumerate(targets):
+    room = len(candidates) - (k - i)   # leave a larger width for every target still to place
+    j = min(range(last + 1, room + 1), key=lambda c: abs(math.log(candidates[c][0] / target)))
+    out.append(candidates[j][1])
+    last = j
   return out
 
 
