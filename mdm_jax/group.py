@@ -21,7 +21,8 @@ from mdm_jax import checkpoint, faults, flops, optim, runio, sharding, step as s
 from mdm_jax.config import Config
 from mdm_jax.data import pipeline
 from mdm_jax.runinfo import run_record
-from mdm_jax.runlog import RunFiles, RunLogger, check_same_run, eval_summary, is_writer, progress_bar
+from mdm_jax.runlog import (RunFiles, RunLogger, check_same_run, eval_summary, is_writer, progress_bar,
+                            restore_sigterm, sigterm_to_interrupt)
 from mdm_jax.train import RunResult, compiled_steps, put_global, shape_key, to_micro
 
 # Dotted config fields that may differ inside a group: they only change state arrays or the data stream.
@@ -150,6 +151,7 @@ def _train_stacked(cfgs, run_dirs, start: int, mesh, progress: bool) -> list[Run
   status, alive = ["done"] * k, [True] * k
   pending: list = []
   pbar = progress_bar(total, start, progress)
+  previous_sigterm = sigterm_to_interrupt()
 
   def evaluate_all() -> list[dict]:
     terms = [jax.device_get(fns.evaluate(state["params"], put_global(_stack(batches), fns.eval_batch_sharding),
@@ -196,6 +198,7 @@ def _train_stacked(cfgs, run_dirs, start: int, mesh, progress: bool) -> list[Run
     for ck in ckpts:
       ck.wait()
       ck.close()
+    restore_sigterm(previous_sigterm)
   results = []
   for i in range(k):
     final_step = logs[i].last.get("step", start)

@@ -7,6 +7,8 @@ indistinguishable on disk from one trained alone.
 """
 import math
 import pathlib
+import signal
+import threading
 import time
 from typing import Callable
 
@@ -116,3 +118,20 @@ class RunLogger:
 def progress_bar(total: int, start: int, enabled: bool):
   from tqdm.auto import tqdm
   return tqdm(total=total, initial=start, disable=not (enabled and is_writer()), unit="step", dynamic_ncols=True)
+
+
+def sigterm_to_interrupt():
+  """While training, SIGTERM raises KeyboardInterrupt (checkpoint, status `interrupted`); returns the previous
+  handler for `restore_sigterm`, or None off the main thread (where signal handlers cannot be set)."""
+  if threading.current_thread() is not threading.main_thread():
+    return None
+  return signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def restore_sigterm(previous) -> None:
+  if previous is not None:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum, frame):
+  raise KeyboardInterrupt

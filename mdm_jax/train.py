@@ -6,7 +6,6 @@ checkpoint, including the data-iterator position. Ctrl-C or SIGTERM saves a chec
 """
 import dataclasses
 import pathlib
-import signal
 
 import jax
 import numpy as np
@@ -15,7 +14,8 @@ from mdm_jax import checkpoint, faults, flops, optim, runio, sharding, step as s
 from mdm_jax.config import Config
 from mdm_jax.data import pipeline
 from mdm_jax.runinfo import run_record
-from mdm_jax.runlog import RunFiles, RunLogger, check_same_run, eval_summary, is_writer, progress_bar
+from mdm_jax.runlog import (RunFiles, RunLogger, check_same_run, eval_summary, is_writer, progress_bar,
+                            restore_sigterm, sigterm_to_interrupt)
 
 _STEPS_CACHE: dict = {}   # compiled programs by run shape: runs of one shape in a process compile once
 
@@ -88,7 +88,7 @@ def train(cfg: Config, run_dir: str | pathlib.Path, progress: bool = True, mesh=
   log = RunLogger(cfg, metrics_log, mesh.size, peak)
   status, step_i = "done", start
   pbar = progress_bar(total, start, progress)
-  previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+  previous_sigterm = sigterm_to_interrupt()
   try:
     for step_i in range(start, total):
       batch = put_global(to_micro(next(data_iter), cfg), steps.batch_sharding)
@@ -119,19 +119,10 @@ def train(cfg: Config, run_dir: str | pathlib.Path, progress: bool = True, mesh=
     pbar.close()
     ckpts.wait()
     ckpts.close()
-    if previous_sigterm is not None:
-      signal.signal(signal.SIGTERM, previous_sigterm)
+    restore_sigterm(previous_sigterm)
   if not log.last and start == total:   # resumed after the final save (killed before run.json said done)
     log.last = (runio.read_metrics(metrics_log.path) or [{}])[-1]
   final_step = log.last.get("step", start)
   files.write(status=status, final=log.last, wall_time=log.wall_time(), step=final_step)
   return RunResult(status, final_step, log.last, run_dir)
 
-
-def _raise_interrupt(signum, frame):
-  raise KeyboardInterrupt
-
-
-def _main_thread() -> bool:
-  import threading
-  return threading.current_thread() is threading.main_thread()

@@ -38,6 +38,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
   loopback = address is None or address.split(":")[0] in ("127.0.0.1", "localhost", "auto")
   _quiet_local_env(loopback)
   import ray
+  if loopback:   # read once at `import ray`: enforce it even if ray was imported before the variable was set
+    from ray._private import ray_constants
+    ray_constants.ENABLE_RAY_CLUSTER = False
   if ray.is_initialized():
     yield ray
     return

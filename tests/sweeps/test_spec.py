@@ -132,3 +132,13 @@ def test_bad_specs_raise_one_line_errors_with_exit_code_2(tmp_path, capsys, fiel
   assert lab_main(["sweep", "plan", str(path), "--no-probe"]) == 2
   err = capsys.readouterr().err.strip()
   assert err.count("\n") == 0 and "error:" in err and message.split(":")[0] in err
+
+
+def test_example_specs_plan_as_documented():
+  import pathlib
+  import sweeps
+  examples = pathlib.Path(sweeps.__file__).parent / "examples"
+  by_size = make_plan(load_spec(examples / "lr_by_size.yaml"))
+  assert len(by_size.runs) == 3 * 2 * (1 + 2)   # xs: lr × seed; s: lr × seed × schedule
+  iso = make_plan(load_spec(examples / "isoflop.yaml"))
+  assert len(iso.runs) == 10 and all(abs(r.flops - r.budget) <= 0.01 * r.budget for r in iso.runs)
