@@ -17,6 +17,7 @@ from mdm_jax.errors import ConfigError
 SCHEDULES = ("linear", "loglinear", "cosine", "polynomial")
 LR_SCHEDULES = ("cosine", "wsd", "constant")
 PARAMETRIZATIONS = ("sp", "completep")
+WD_CONVENTIONS = ("lr-coupled", "decoupled")   # θ ← θ − η(u + λθ)  |  θ ← θ − ηu − (η_t/η)·λθ
 CONFIG_DIR = pathlib.Path(__file__).parent / "configs"
 
 
@@ -101,8 +102,11 @@ class OptimConfig:
   weight_decay: float = 0.1
   grad_clip: float = 1.0          # global-norm clip; 0 disables
   ema_decay: float = 0.0          # EMA of parameters; 0 disables
+  weight_decay_convention: str = "lr-coupled"   # AdamW (optax) | decoupled "AdamLH"; sets the κ rule for WD
 
   def __post_init__(self):
+    _check(self.weight_decay_convention in WD_CONVENTIONS, "weight_decay_convention",
+           f"unknown convention {self.weight_decay_convention!r}", f"use one of {', '.join(WD_CONVENTIONS)}")
     _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"unknown lr schedule {self.lr_schedule!r}",
            f"use one of {', '.join(LR_SCHEDULES)}")
     _positive(self, "lr", "eps")
@@ -112,6 +116,47 @@ class OptimConfig:
     for name in ("b1", "b2", "ema_decay"):
       _check(0 <= getattr(self, name) < 1, name, f"must be in [0, 1), got {getattr(self, name)}")
     _check(self.weight_decay >= 0 and self.grad_clip >= 0, "weight_decay", "weight_decay and grad_clip must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamConfig:
+  """How initialisation, forward multipliers and per-group optimiser values scale with width and depth (§3)."""
+  parametrization: str = "sp"     # sp: every multiplier 1 | completep: μP in width, L^-α residual branches in depth
+  base_width: int = 0             # d_base of the tuned proxy (required for completep)
+  base_depth: int = 0             # L_base of the tuned proxy (required for completep)
+  alpha: float = 1.0              # depth exponent: 1 = CompleteP, 0.5 = Depth-μP
+  residual_mult: float = 1.0      # residual branch multiplier at the base depth
+  head_mult: float = 1.0          # output logit multiplier at the base width (α_output)
+  embed_mult: float = 1.0         # embedding output multiplier (α_input)
+  extra: tuple[str, ...] = ()     # Complete^(d)P per-module factors "MODULE.QUANTITY=VALUE", e.g. "wo.lr=0.5"
+
+  def __post_init__(self):
+    _check(self.parametrization in PARAMETRIZATIONS, "parametrization", f"unknown {self.parametrization!r}",
+           f"use one of {', '.join(PARAMETRIZATIONS)}")
+    _check(self.alpha in (0.5, 1.0), "alpha", f"must be 0.5 (Depth-μP) or 1 (CompleteP), got {self.alpha}")
+    _check(self.base_width >= 0 and self.base_depth >= 0, "base_width", "base_width and base_depth must be >= 0")
+    if self.parametrization == "completep":
+      for name in ("base_width", "base_depth"):
+        _check(getattr(self, name) > 0, name, "must be set for completep",
+               "the width/depth at which the hyper-parameters were tuned, e.g. --set param.base_width=128")
+    _positive(self, "residual_mult", "head_mult", "embed_mult")
+    from mdm_jax.parametrization import parse_extra   # late: keeps config.py free of model knowledge
+    parse_extra(self.extra)
+
+
+@dataclasses.dataclass(frozen=True)
+class SDEConfig:
+  """The κ rule (§4.2): κ = (B/B_base)·(D_base/D)^γ rescales LR, betas, ε, WD and EMA of the base values."""
+  enabled: bool = False
+  base_batch: int = 16            # B_base: logical batch (sequences) at which the optim values were tuned
+  base_tokens: int = 0            # D_base: token horizon at which they were tuned (needed when gamma > 0)
+  gamma: float = 0.44             # horizon exponent (tri-modal fit); fit your own with labs/batch_size
+
+  def __post_init__(self):
+    _positive(self, "base_batch")
+    _check(self.gamma >= 0 and self.base_tokens >= 0, "gamma", "gamma and base_tokens must be >= 0")
+    _check(not (self.enabled and self.gamma > 0 and self.base_tokens == 0), "base_tokens",
+           "must be set when sde.enabled and gamma > 0", "the pilot's token horizon D_base, or set sde.gamma=0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +217,8 @@ class Config:
   data: DataConfig = DataConfig()
   diffusion: DiffusionConfig = DiffusionConfig()
   optim: OptimConfig = OptimConfig()
+  param: ParamConfig = ParamConfig()
+  sde: SDEConfig = SDEConfig()
   batch: BatchConfig = BatchConfig()
   mesh: MeshConfig = MeshConfig()
   train: TrainConfig = TrainConfig()

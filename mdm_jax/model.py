@@ -15,12 +15,16 @@ from mdm_jax.config import ModelConfig
 
 @dataclasses.dataclass(frozen=True)
 class Multipliers:
-  """Forward multipliers of the parametrisation (1 under SP; CompleteP sets them from width and depth)."""
+  """Forward multipliers and init stds of the parametrisation (`mdm_jax.parametrization.multipliers` builds them)."""
   residual: float = 1.0       # residual branch: h + residual · F(h)
   head: float = 1.0           # logits = head · (x @ W_head)
   embed: float = 1.0          # embedding output
   init_std_hidden: float = 0.02
   init_std_embed: float = 0.02
+  init_std_by_module: tuple[tuple[str, float], ...] = ()   # per-module overrides of init_std_hidden, e.g. ("wo", 0.01)
+
+  def init_std(self, module: str) -> float:
+    return dict(self.init_std_by_module).get(module, self.init_std_hidden)
 
 
 def _param(rngs: nnx.Rngs, shape, std: float, axes: tuple):
@@ -54,11 +58,10 @@ def rope(x_BxLxHxD, theta: float):
 class Attention(nnx.Module):
   def __init__(self, cfg: ModelConfig, mult: Multipliers, rngs: nnx.Rngs):
     d, h, dh = cfg.d_model, cfg.n_heads, cfg.head_dim
-    std = mult.init_std_hidden
-    self.wq = _param(rngs, (d, h * dh), std, ("embed", "heads"))
-    self.wk = _param(rngs, (d, h * dh), std, ("embed", "heads"))
-    self.wv = _param(rngs, (d, h * dh), std, ("embed", "heads"))
-    self.wo = _param(rngs, (h * dh, d), std, ("heads", "embed"))
+    self.wq = _param(rngs, (d, h * dh), mult.init_std("wq"), ("embed", "heads"))
+    self.wk = _param(rngs, (d, h * dh), mult.init_std("wk"), ("embed", "heads"))
+    self.wv = _param(rngs, (d, h * dh), mult.init_std("wv"), ("embed", "heads"))
+    self.wo = _param(rngs, (h * dh, d), mult.init_std("wo"), ("heads", "embed"))
     self.q_norm = RMSNorm(dh, cfg.norm_eps, "head_dim") if cfg.qk_norm else None
     self.k_norm = RMSNorm(dh, cfg.norm_eps, "head_dim") if cfg.qk_norm else None
     self.n_heads, self.head_dim, self.theta = h, dh, cfg.rope_theta
@@ -80,10 +83,10 @@ class Attention(nnx.Module):
 
 class SwiGLU(nnx.Module):
   def __init__(self, cfg: ModelConfig, mult: Multipliers, rngs: nnx.Rngs):
-    d, f, std = cfg.d_model, cfg.d_ff, mult.init_std_hidden
-    self.w_gate = _param(rngs, (d, f), std, ("embed", "mlp"))
-    self.w_up = _param(rngs, (d, f), std, ("embed", "mlp"))
-    self.w_down = _param(rngs, (f, d), std, ("mlp", "embed"))
+    d, f = cfg.d_model, cfg.d_ff
+    self.w_gate = _param(rngs, (d, f), mult.init_std("w_gate"), ("embed", "mlp"))
+    self.w_up = _param(rngs, (d, f), mult.init_std("w_up"), ("embed", "mlp"))
+    self.w_down = _param(rngs, (f, d), mult.init_std("w_down"), ("mlp", "embed"))
 
   def __call__(self, x_BxLxD):
     return (jax.nn.silu(x_BxLxD @ self.w_gate[...]) * (x_BxLxD @ self.w_up[...])) @ self.w_down[...]

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mdm_jax import diffusion, model, optim, sharding
+from mdm_jax import diffusion, model, optim, parametrization, sharding
 from mdm_jax.config import Config
 
 _TRAIN_STREAM, _INIT_STREAM = 1, 0
@@ -49,6 +49,7 @@ class Steps:
 
 def build(cfg: Config, mesh, mult: model.Multipliers | None = None) -> Steps:
   vocab = cfg.vocab
+  mult = mult or parametrization.multipliers(cfg)   # forward multipliers and init stds are compiled in
   graphdef, abstract_state = model.abstract(cfg.model, vocab.size, mult)
   from flax import nnx
   param_shapes = nnx.to_pure_dict(abstract_state)
@@ -67,7 +68,7 @@ def build(cfg: Config, mesh, mult: model.Multipliers | None = None) -> Steps:
   abstract_state_tree = jax.eval_shape(init, jax.ShapeDtypeStruct((2,), jnp.uint32), optim.hyper_arrays(hyper))
   opt_specs = optax.tree_map_params(optimizer, lambda _, spec: spec, abstract_state_tree["opt"], pspecs,
                                     transform_non_params=lambda _: P(), is_leaf=lambda x: isinstance(x, P))
-  state_specs = {"step": P(), "params": pspecs, "opt": opt_specs, "hyper": jax.tree.map(lambda _: P(), hyper),
+  state_specs = {"step": P(), "params": pspecs, "opt": opt_specs, "hyper": {k: P() for k in optim.hyper_arrays(hyper)},
                  "ema": pspecs if hyper["ema_decay"] > 0 else None, "rng": P()}
   state_sharding = sharding.named(mesh, state_specs)
   batch_sharding = NamedSharding(mesh, sharding.batch_spec(extra_leading=1))
