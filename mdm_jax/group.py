@@ -201,9 +201,10 @@ def _train_stacked(cfgs, run_dirs, start: int, mesh, progress: bool) -> list[Run
     restore_sigterm(previous_sigterm)
   results = []
   for i in range(k):
-    final_step = logs[i].last.get("step", start)
-    files[i].write(status=status[i], final=logs[i].last, wall_time=logs[i].wall_time(), step=final_step)
-    results.append(RunResult(status[i], final_step, logs[i].last, run_dirs[i]))
+    final = logs[i].final()
+    final_step = final.get("step", start)
+    files[i].write(status=status[i], final=final, wall_time=logs[i].wall_time(), step=final_step)
+    results.append(RunResult(status[i], final_step, final, run_dirs[i]))
   return results
 
 

@@ -89,6 +89,13 @@ class RunLogger:
   def wall_time(self) -> float:
     return time.time() - self.wall0
 
+  def final(self) -> dict:
+    """The last logged line: this session's, or the one on disk when a run resumed after its final save (a
+    worker killed before run.json said done) and had nothing left to train."""
+    if not self.last:
+      self.last = (runio.read_metrics(self.metrics_log.path) or [{}])[-1]
+    return self.last
+
   def flush(self, done: int, host_pending: list[dict], evaluate: Callable[[], dict] | None) -> bool:
     """One line for the steps since the last flush; False (nothing written) if the loss went non-finite.
 

@@ -120,9 +120,8 @@ def train(cfg: Config, run_dir: str | pathlib.Path, progress: bool = True, mesh=
     ckpts.wait()
     ckpts.close()
     restore_sigterm(previous_sigterm)
-  if not log.last and start == total:   # resumed after the final save (killed before run.json said done)
-    log.last = (runio.read_metrics(metrics_log.path) or [{}])[-1]
-  final_step = log.last.get("step", start)
-  files.write(status=status, final=log.last, wall_time=log.wall_time(), step=final_step)
-  return RunResult(status, final_step, log.last, run_dir)
+  final = log.final()
+  final_step = final.get("step", start)
+  files.write(status=status, final=final, wall_time=log.wall_time(), step=final_step)
+  return RunResult(status, final_step, final, run_dir)
 
