@@ -10,7 +10,8 @@ import sys
 
 from mdm_jax.errors import UserError
 
-_COMMAND_MODULES = ("mdm_jax.cli", "mdm_jax.data.cli", "sweeps.cli", "analysis.cli", "labs.lab_cli")
+_COMMAND_MODULES = ("mdm_jax.cli", "mdm_jax.data.cli", "mdm_jax.sampling.cli", "sweeps.cli", "analysis.cli",
+                    "labs.lab_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
