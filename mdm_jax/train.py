@@ -30,8 +30,10 @@ class RunResult:
 
 def shape_key(cfg: Config, mesh) -> tuple:
   """Everything that changes a compiled program (hyper-parameter values do not: they are state arrays)."""
+  from mdm_jax.parametrization import multipliers   # forward multipliers and init stds are compiled in
   return (cfg.model, cfg.vocab_size, cfg.data.seq_len, cfg.batch.micro, cfg.batch.accumulation, cfg.diffusion,
-          cfg.optim.ema_decay > 0, tuple(mesh.shape.items()), tuple(d.id for d in mesh.devices.flat))
+          cfg.optim.ema_decay > 0, multipliers(cfg), tuple(mesh.shape.items()),
+          tuple(d.id for d in mesh.devices.flat))
 
 
 def compiled_steps(cfg: Config, mesh) -> step_lib.Steps:

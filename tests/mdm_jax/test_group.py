@@ -5,10 +5,10 @@ import jax
 import numpy as np
 import pytest
 
-from mdm_jax import checkpoint, runio
+from mdm_jax import checkpoint, runio, sharding
 from mdm_jax.config import load_config
 from mdm_jax.group import group_key, train_group
-from mdm_jax.train import train
+from mdm_jax.train import shape_key, train
 
 TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=1", "model.d_ff=128", "data.seq_len=32",
         "batch.logical=4", "batch.physical=4", "train.steps=6", "train.log_every=2", "train.eval_every=6",
@@ -52,6 +52,12 @@ def test_group_key_separates_shapes_and_loops_but_not_hyperparameters(cfgs):
   assert len({group_key(c) for c in cfgs}) == 1
   assert group_key(cfgs[0].replace(**{"model.d_ff": 64})) != group_key(cfgs[0])
   assert group_key(cfgs[0].replace(**{"train.steps": 7})) != group_key(cfgs[0])
+  # CompleteP compiles width-dependent multipliers in: such runs must not share a program or a group
+  wide, narrow = (cfgs[0].replace(**{"param.parametrization": "completep", "param.base_width": w,
+                                     "param.base_depth": 2}) for w in (16, 32))
+  mesh = sharding.make_mesh(wide.mesh)
+  assert shape_key(wide, mesh) != shape_key(narrow, mesh) and group_key(wide) != group_key(narrow)
+  assert shape_key(cfgs[0], mesh) == shape_key(cfgs[1], mesh)   # LR and seed are state values
 
 
 def test_vmapped_group_equals_one_by_one_and_isolates_a_diverging_member(cfgs, singles, tmp_path, monkeypatch):
