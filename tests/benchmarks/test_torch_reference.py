@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="torch is only for the benchmark's reference: pip install torch==2.13.0 (CPU)")
 
 from benchmarks import jax_probe, sizes, torch_reference
 
