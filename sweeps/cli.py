@@ -60,40 +60,14 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-  import pathlib
-  from sweeps.index import Index
-  from sweeps.plan import make_plan
-  from sweeps.progress import LiveBar, status_report
-  from sweeps.runners import RunOptions, get_runner
-  from sweeps.spec import load_spec
+  from sweeps.launch import run_sweep
+  from sweeps.runners import RunOptions
   for name in ("workers", "group_size", "cpus_per_run", "processes_per_run", "stale_after"):
     _positive(getattr(args, name), "--" + name.replace("_", "-"))
-  spec = load_spec(args.spec)
-  plan = make_plan(spec)
-  out = pathlib.Path(args.out)
-  index = Index(out, args.stale_after)
-  try:
-    new = index.add_runs(plan.runs)
-    retries = spec.retries if args.retries is None else args.retries
-    index.set_meta(retries=retries, name=spec.name)
-    (out / "spec.yaml").write_text(spec.text)
-    counts = index.counts()
-  finally:
-    index.close()
-  print(f"{out}: {len(plan.runs)} planned runs ({new} new); " + ", ".join(f"{k} {v}" for k, v in counts.items()))
   opts = RunOptions(workers=args.workers or (2 if args.runner == "processes" else 0), group_size=args.group_size,
-                    worker_mode=args.worker_mode, ray_address=args.ray_address,
-                    cpus_per_run=args.cpus_per_run or spec.resources["cpus_per_run"],
-                    processes_per_run=args.processes_per_run or spec.resources["processes_per_run"],
-                    stale_after=args.stale_after)
-  with LiveBar(out, enabled=not args.no_progress):
-    get_runner(args.runner).run(out, opts)
-  print(status_report(out))
-  index = Index(out)
-  try:
-    counts = index.counts()
-  finally:
-    index.close()
+                    worker_mode=args.worker_mode, ray_address=args.ray_address, cpus_per_run=args.cpus_per_run or 0,
+                    processes_per_run=args.processes_per_run or 0, stale_after=args.stale_after)
+  counts = run_sweep(args.spec, args.out, args.runner, opts, retries=args.retries, progress=not args.no_progress)
   return 1 if counts["failed"] else 0
 
 
