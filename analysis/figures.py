@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from analysis import allocation
+from mdm_jax import runio
 
 # Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
@@ -54,7 +55,8 @@ def save(fig: Figure, stem, formats=FORMATS) -> list[pathlib.Path]:
   with paper_style():
     for fmt in formats:
       path = stem.with_suffix(f".{fmt}")
-      fig.savefig(path, format=fmt)
+      with runio.atomic_path(path) as tmp:   # a crash never leaves half a figure
+        fig.savefig(tmp, format=fmt)
       paths.append(path)
   return paths
 

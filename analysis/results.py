@@ -12,6 +12,7 @@ import pathlib
 import numpy as np
 
 from analysis import allocation
+from mdm_jax import runio
 from mdm_jax.errors import UserError
 
 
@@ -112,10 +113,7 @@ def write_fit_json(result, out_dir) -> pathlib.Path:
   path = out_dir / "fit.json"
   text = json.dumps(to_dict(result) if dataclasses.is_dataclass(result) else plain(result), indent=1,
                     allow_nan=False)
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(text + "\n")
-  tmp.replace(path)
-  return path
+  return runio.write_text_atomic(path, text + "\n")
 
 
 def read_fit_json(path) -> dict:

@@ -203,12 +203,15 @@ class TrainConfig:
   checkpoint_every: int = 200
   keep_checkpoints: int = 2
   peak_flops: float = 0.0         # per-device peak FLOP/s for MFU; 0 = look up the device kind or measure
+  max_grad_norm: float = 0.0      # divergence: stop (status diverged) once a step's gradient norm exceeds it; 0 = off
 
   def __post_init__(self):
     _check(self.steps >= 0 and self.tokens >= 0, "steps", "steps and tokens must be >= 0")
     _check(self.steps > 0 or self.tokens > 0, "steps", "set steps or tokens", "e.g. --set train.steps=300")
     _positive(self, "log_every", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints")
     _check(self.peak_flops >= 0, "peak_flops", "must be >= 0")
+    _check(math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm",
+           f"must be a finite number >= 0 (0 = off), got {self.max_grad_norm}", "e.g. --set train.max_grad_norm=100")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,6 +281,7 @@ def _coerce(value, tp, field: str):
       except ValueError:
         raise ConfigError(field, f"expected a number, got {value!r}") from None
     _check(isinstance(value, (int, float)) and not isinstance(value, bool), field, f"expected a number, got {value!r}")
+    _check(math.isfinite(value), field, f"must be a finite number, got {value!r}")
     if tp is int:
       _check(float(value).is_integer(), field, f"expected an integer, got {value!r}")
       return int(value)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mdm_jax import diffusion, model, optim, parametrization, step
+from mdm_jax import diffusion, model, optim, parametrization, runio, step
 from mdm_jax.config import Config, load_config
 from mdm_jax.data import pipeline
 
@@ -200,7 +200,8 @@ def plot(results: list[dict], stem: str | pathlib.Path) -> list[pathlib.Path]:
   stem.parent.mkdir(parents=True, exist_ok=True)
   paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
   for p in paths:
-    fig.savefig(p, dpi=150)
+    with runio.atomic_path(p) as tmp:
+      fig.savefig(tmp, dpi=150)
   plt.close(fig)
   return paths
 
@@ -216,7 +217,7 @@ def main(argv=None) -> int:
   results = check(widths, steps=args.steps, lr=args.lr)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  (out / "coord_check.json").write_text(json.dumps(results, indent=1))
+  runio.write_text_atomic(out / "coord_check.json", json.dumps(results, indent=1))
   plot(results, out / "coord_check")
   for res in results:
     print(res["parametrization"], {k: round(v, 2) for k, v in spread(res).items()}, f"{res['seconds']:.0f}s")

@@ -21,8 +21,8 @@ from mdm_jax import checkpoint, faults, flops, optim, runio, sharding, step as s
 from mdm_jax.config import Config
 from mdm_jax.data import pipeline
 from mdm_jax.runinfo import run_record
-from mdm_jax.runlog import (RunFiles, RunLogger, check_same_run, eval_summary, is_writer, progress_bar,
-                            restore_sigterm, sigterm_to_interrupt)
+from mdm_jax.runlog import (RunFiles, RunLogger, check_run_dir, eval_summary, is_writer, note_fallbacks,
+                            progress_bar, restore_sigterm, sigterm_to_interrupt)
 from mdm_jax.train import RunResult, compiled_steps, put_global, shape_key, to_micro
 
 # Dotted config fields that may differ inside a group: they only change state arrays or the data stream.
@@ -89,8 +89,9 @@ def vmapped_steps(cfg: Config, mesh, k: int) -> _Vmapped:
 
 
 def train_group(cfgs: list[Config], run_dirs, progress: bool = False, mesh=None) -> list[RunResult]:
-  """Train same-`group_key` runs together; returns one RunResult per run, in order. Resumes from checkpoints:
-  members whose latest checkpoints differ are trained as separate sub-groups (one per start step)."""
+  """Train same-`group_key` runs together; returns one RunResult per run, in order. Resumes from checkpoints
+  (each member from its newest readable one): members whose start steps differ are trained as separate sub-groups
+  (one per start step)."""
   run_dirs = [pathlib.Path(d) for d in run_dirs]
   if len(cfgs) != len(run_dirs) or not cfgs:
     raise ValueError("train_group needs one run directory per config")
@@ -100,22 +101,44 @@ def train_group(cfgs: list[Config], run_dirs, progress: bool = False, mesh=None)
   mesh = mesh or sharding.make_mesh(cfgs[0].mesh)
   sharding.check_fits(cfgs[0], mesh)
   for cfg, run_dir in zip(cfgs, run_dirs):
-    check_same_run(run_dir, cfg)
-  starts = [checkpoint.Checkpoints(d, c.train.keep_checkpoints, c.train.checkpoint_every).latest_step()
-            if (d / "checkpoints").is_dir() else None for c, d in zip(cfgs, run_dirs)]
+    check_run_dir(run_dir, cfg)
+  steps = compiled_steps(cfgs[0], mesh)
+  with jax.set_mesh(mesh):
+    one = jax.eval_shape(steps.init.jitted, step_lib.seed_key(0), optim.hyper_arrays(optim.hyperparams(cfgs[0])))
+  target = checkpoint.abstract_like(one, steps.state_sharding)   # a member's state
+  resumes = [_restore_latest(c, d, target) for c, d in zip(cfgs, run_dirs)]
   results: list[RunResult | None] = [None] * len(cfgs)
-  for start in sorted({s or 0 for s in starts}):
-    members = [i for i, s in enumerate(starts) if (s or 0) == start]
-    out = _train_stacked([cfgs[i] for i in members], [run_dirs[i] for i in members], start, mesh, progress)
+  for start in sorted({r.start for r in resumes}):
+    members = [i for i, r in enumerate(resumes) if r.start == start]
+    out = _train_stacked([cfgs[i] for i in members], [run_dirs[i] for i in members], start, mesh, progress,
+                         [resumes[i] for i in members])
     for i, r in zip(members, out):
       results[i] = r
   return results
 
 
-def _train_stacked(cfgs, run_dirs, start: int, mesh, progress: bool) -> list[RunResult]:
+@dataclasses.dataclass
+class _Resume:
+  start: int                # 0: from scratch
+  state: object = None      # the member's restored state (start > 0)
+  data_state: dict | None = None
+  fallbacks: list = dataclasses.field(default_factory=list)
+
+
+def _restore_latest(cfg: Config, run_dir: pathlib.Path, target) -> _Resume:
+  if not (run_dir / "checkpoints").is_dir():
+    return _Resume(0)
+  ckpts = checkpoint.Checkpoints(run_dir, cfg.train.keep_checkpoints, cfg.train.checkpoint_every)
+  try:
+    start, state, data_state, fallbacks = ckpts.restore_latest(target)
+  finally:
+    ckpts.close()
+  return _Resume(start or 0, state, data_state, fallbacks)
+
+
+def _train_stacked(cfgs, run_dirs, start: int, mesh, progress: bool, resumes: list[_Resume]) -> list[RunResult]:
   k, cfg0 = len(cfgs), cfgs[0]
   fns = vmapped_steps(cfg0, mesh, k)
-  steps = compiled_steps(cfg0, mesh)
   sources = [pipeline.DataSource(c) for c in cfgs]
   for d in run_dirs:
     d.mkdir(parents=True, exist_ok=True)
@@ -125,7 +148,7 @@ def _train_stacked(cfgs, run_dirs, start: int, mesh, progress: bool) -> list[Run
   ckpts = [checkpoint.Checkpoints(d, c.train.keep_checkpoints, c.train.checkpoint_every)
            for c, d in zip(cfgs, run_dirs)]
   iters = [s.iterator() for s in sources]
-  plans = [faults.planned(c.fingerprint()) for c in cfgs]
+  plans = [faults.planned(c.fingerprint(), d) for c, d in zip(cfgs, run_dirs)]
   evals = [[b for group in s.eval.values() for b in group] for s in sources]
   if len({len(e) for e in evals}) != 1:
     raise ValueError("members of a group must have the same number of eval batches")
@@ -133,19 +156,17 @@ def _train_stacked(cfgs, run_dirs, start: int, mesh, progress: bool) -> list[Run
   hyper_k = jax.tree.map(lambda *x: jnp.stack(x), *[optim.hyper_arrays(h) for h in hypers])
   state = fns.init(jnp.stack([step_lib.seed_key(c.train.seed) for c in cfgs]), hyper_k)
   if start:
-    one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state)   # a member's state
-    target = checkpoint.abstract_like(one, steps.state_sharding)
-    restored = [ck.restore(start, target) for ck in ckpts]
-    state = fns.stack([r[0] for r in restored])
-    for it, (_, data_state) in zip(iters, restored):
-      it.set_state(data_state)
+    state = fns.stack([r.state for r in resumes])
+    for it, r in zip(iters, resumes):
+      it.set_state(r.data_state)
   logs, files = [], []
-  for c, d, src, h in zip(cfgs, run_dirs, sources, hypers):
+  for c, d, src, h, r in zip(cfgs, run_dirs, sources, hypers, resumes):
     metrics_log = runio.MetricsLog(d / runio.METRICS)
-    if start and is_writer():
-      metrics_log.truncate_after(start)
+    if is_writer():
+      metrics_log.truncate_after(start)   # lines after the checkpoint (or, from scratch, all) are redone
     logs.append(RunLogger(c, metrics_log, mesh.size, peak))
     files.append(RunFiles(d, run_record(c, src, h, peak, peak_source, mesh)))
+    note_fallbacks(files[-1], r.fallbacks, start)
     files[-1].write(status="running", resumed_from=start or None, group_size=k)
 
   status, alive = ["done"] * k, [True] * k
@@ -174,15 +195,14 @@ def _train_stacked(cfgs, run_dirs, start: int, mesh, progress: bool) -> list[Run
           eval_i = (lambda i=i: cached.setdefault("rows", evaluate_all())[i]) if evaluate_now else None
           if not logs[i].flush(done, rows, eval_i):
             status[i], alive[i] = "diverged", False
-            files[i].record["diverged_at"] = logs[i].diverged_at
         pending = []
       if will_save:
         for i in (i for i in range(k) if alive[i]):
           ckpts[i].save(done, fns.unstack(state, np.int32(i)), iters[i].get_state(), force=is_last)
       pbar.update(1)
-      for i in range(k):
-        if alive[i] and done in plans[i]:
-          state = _poison(state, i) if plans[i][done] == "nan" else faults.inject(plans[i][done], state)
+      for i in (i for i in range(k) if alive[i]):
+        for fault in plans[i].at(done):
+          state = faults.inject(fault, state, plans[i], ckpts[i], member=i)
       if not any(alive):
         break
   except KeyboardInterrupt:
@@ -195,15 +215,16 @@ def _train_stacked(cfgs, run_dirs, start: int, mesh, progress: bool) -> list[Run
           ckpts[i].save(done, fns.unstack(state, np.int32(i)), iters[i].get_state(), force=True)
   finally:
     pbar.close()
-    for ck in ckpts:
-      ck.wait()
-      ck.close()
     restore_sigterm(previous_sigterm)
+    _close_all(ckpts)   # a failed async save of any member raises here instead of vanishing
   results = []
   for i in range(k):
     final = logs[i].final()
     final_step = final.get("step", start)
-    files[i].write(status=status[i], final=final, wall_time=logs[i].wall_time(), step=final_step)
+    files[i].write(status=status[i], final=final, wall_time=logs[i].wall_time(), step=final_step,
+                   **logs[i].divergence())
+    if status[i] == "diverged":
+      runio.log_line(run_dirs[i], f"diverged at step {logs[i].diverged_at}: {logs[i].diverged_reason}")
     results.append(RunResult(status[i], final_step, final, run_dirs[i]))
   return results
 
@@ -212,6 +233,13 @@ def _stack(batches: list[dict]) -> dict:
   return {name: np.stack([b[name] for b in batches]) for name in batches[0]}
 
 
-def _poison(state, i: int):
-  """The `nan` fault for member i only: its parameters become NaN, the other members are untouched."""
-  return {**state, "params": jax.tree.map(lambda x: x.at[i].multiply(jnp.nan), state["params"])}
+def _close_all(ckpts) -> None:
+  """Close every member's checkpoints, then raise the first save error (if any)."""
+  errors = []
+  for ck in ckpts:
+    try:
+      ck.close()
+    except checkpoint.CheckpointSaveError as e:
+      errors.append(e)
+  if errors:
+    raise errors[0]

@@ -5,6 +5,7 @@
 same files as a single-process one. `train.py` and `group.py` share them, so a run trained inside a group is
 indistinguishable on disk from one trained alone.
 """
+import logging
 import math
 import pathlib
 import signal
@@ -26,7 +27,7 @@ def is_writer() -> bool:
 
 
 def mean_metrics(host: list[dict]) -> dict:
-  """Average host-side per-step metrics since the last log; flags the first non-finite loss."""
+  """Average host-side per-step metrics since the last log."""
   from mdm_jax.data.vocab import MODALITIES
   out = {k: float(np.mean([m[k] for m in host])) for k in host[0] if np.ndim(host[0][k]) == 0}
   nelbo = np.sum([m["train/nelbo_sum_by_modality"] for m in host], axis=0)
@@ -34,10 +35,21 @@ def mean_metrics(host: list[dict]) -> dict:
   for i, name in enumerate(MODALITIES):
     if toks[i] > 0 and np.count_nonzero(toks) > 1:
       out[f"train/loss/{name}"] = float(nelbo[i] / toks[i])
-  out["finite"] = bool(all(np.isfinite(m["train/loss"]) for m in host))
-  if not out["finite"]:
-    out["first_nonfinite"] = next(i for i, m in enumerate(host) if not np.isfinite(m["train/loss"]))
   return out
+
+
+def first_divergence(host: list[dict], max_grad_norm: float = 0.0) -> tuple[int, str] | None:
+  """(index in `host`, reason) of the first step whose loss is NaN/inf or whose gradient norm is non-finite or
+  above `max_grad_norm` (0: no norm limit); None if every step is healthy."""
+  for i, m in enumerate(host):
+    loss, norm = float(m["train/loss"]), float(m.get("optim/grad_norm", 0.0))
+    if not np.isfinite(loss):
+      return i, f"non-finite loss ({loss})"
+    if not np.isfinite(norm):
+      return i, f"non-finite gradient norm ({norm})"
+    if max_grad_norm and norm > max_grad_norm:
+      return i, f"gradient norm {norm:.4g} > train.max_grad_norm={max_grad_norm:g}"
+  return None
 
 
 def eval_summary(terms: list) -> dict:
@@ -55,13 +67,37 @@ def eval_summary(terms: list) -> dict:
   return out
 
 
-def check_same_run(run_dir: pathlib.Path, cfg: Config):
+def check_run_dir(run_dir: pathlib.Path, cfg: Config):
+  """The output directory is usable for this config: a directory (or absent), whose run.json (if any) is readable
+  and belongs to the same config, and whose checkpoints/ is a checkpoint directory. UserError naming the path."""
+  from mdm_jax import checkpoint
+  if run_dir.exists() and not run_dir.is_dir():
+    raise UserError(str(run_dir), "exists and is not a directory", "give a new or an existing run directory as --out")
   path = run_dir / runio.RUN_JSON
   if path.exists():
-    old = runio.read_json(path)
-    if old.get("run_id") not in (None, cfg.fingerprint()):
+    try:
+      old = runio.read_json(path)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+      raise UserError(str(path), f"unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
+                      "restore it or remove the run directory") from None
+    if not isinstance(old, dict) or old.get("run_id") not in (None, cfg.fingerprint()):
       raise UserError(str(run_dir), "holds a run with a different config (run.json run_id differs)",
                       "use a new --out directory, or the original config to resume")
+  checkpoint.check_dir(run_dir)
+
+
+def note_fallbacks(files: "RunFiles", fallbacks: list[dict], start: int) -> None:
+  """Record checkpoints that could not be restored (run.json "restore_fallbacks", kept across attempts) and say
+  so in RUN_DIR/run.log and the Python log."""
+  old = runio.read_json(files.path).get("restore_fallbacks") or [] if files.path.exists() else []
+  if old or fallbacks:
+    files.record["restore_fallbacks"] = old + [dict(f, resumed_from=start) for f in fallbacks]
+  for f in fallbacks:
+    message = (f"checkpoint at step {f['step']} unreadable ({f['error']}); moved to {f['moved_to']}; "
+               f"resuming from step {start}")
+    logging.warning("%s: %s", files.path.parent, message)
+    if is_writer():
+      runio.log_line(files.path.parent, message)
 
 
 class RunFiles:
@@ -83,30 +119,35 @@ class RunLogger:
     self.cfg, self.metrics_log = cfg, metrics_log
     self.flops_per_token = flops.train_flops_per_token(cfg)
     self.n_devices, self.peak = n_devices, peak
-    self.pending, self.last, self.diverged_at = [], {}, None
+    self.pending, self.last, self.diverged_at, self.diverged_reason = [], {}, None, None
     self.wall0, self.t_log = time.time(), time.perf_counter()
 
   def wall_time(self) -> float:
     return time.time() - self.wall0
 
   def final(self) -> dict:
-    """The last logged line: this session's, or the one on disk when a run resumed after its final save (a
-    worker killed before run.json said done) and had nothing left to train."""
+    """The last logged (healthy) line: this session's, or the one on disk when a run resumed after its final save
+    (a worker killed before run.json said done) or diverged before logging anything in this session."""
     if not self.last:
       self.last = (runio.read_metrics(self.metrics_log.path) or [{}])[-1]
     return self.last
 
-  def flush(self, done: int, host_pending: list[dict], evaluate: Callable[[], dict] | None) -> bool:
-    """One line for the steps since the last flush; False (nothing written) if the loss went non-finite.
+  def divergence(self) -> dict:
+    """What run.json records about a divergence (all None for a healthy run)."""
+    return {"diverged_at": self.diverged_at, "diverged_reason": self.diverged_reason}
 
-    `evaluate` (called only when the loss is finite) returns the eval/ keys to add on this line, or is None.
+  def flush(self, done: int, host_pending: list[dict], evaluate: Callable[[], dict] | None) -> bool:
+    """One line for the steps since the last flush; False (nothing written) if a step diverged: its loss went
+    non-finite or its gradient norm exploded. The last good line stays `final`; the step and reason are kept.
+
+    `evaluate` (called only when every step was healthy) returns the eval/ keys to add on this line, or is None.
     """
-    row = mean_metrics(host_pending)
-    if not row.pop("finite"):
-      self.diverged_at = done - len(host_pending) + row.pop("first_nonfinite") + 1
-      self.last = {"step": done, **{k: v for k, v in row.items() if not k.endswith("_by_modality")}}
+    bad = first_divergence(host_pending, self.cfg.train.max_grad_norm)
+    if bad is not None:
+      self.diverged_at, self.diverged_reason = done - len(host_pending) + bad[0] + 1, bad[1]
       self.pending = []
       return False
+    row = mean_metrics(host_pending)
     tokens_per_step = self.cfg.tokens_per_step
     tokens_per_s = len(host_pending) * tokens_per_step / (time.perf_counter() - self.t_log)
     row.update({"step": done, "tokens": done * tokens_per_step, "flops": done * tokens_per_step *

@@ -14,8 +14,8 @@ from mdm_jax import checkpoint, faults, flops, optim, runio, sharding, step as s
 from mdm_jax.config import Config
 from mdm_jax.data import pipeline
 from mdm_jax.runinfo import run_record
-from mdm_jax.runlog import (RunFiles, RunLogger, check_same_run, eval_summary, is_writer, progress_bar,
-                            restore_sigterm, sigterm_to_interrupt)
+from mdm_jax.runlog import (RunFiles, RunLogger, check_run_dir, eval_summary, is_writer, note_fallbacks,
+                            progress_bar, restore_sigterm, sigterm_to_interrupt)
 
 _STEPS_CACHE: dict = {}   # compiled programs by run shape: runs of one shape in a process compile once
 
@@ -62,7 +62,7 @@ def evaluate(steps: step_lib.Steps, params, batches: dict[str, list[dict]]) -> d
 
 def train(cfg: Config, run_dir: str | pathlib.Path, progress: bool = True, mesh=None) -> RunResult:
   run_dir = pathlib.Path(run_dir)
-  check_same_run(run_dir, cfg)
+  check_run_dir(run_dir, cfg)
   mesh = mesh or sharding.make_mesh(cfg.mesh)
   sharding.check_fits(cfg, mesh)
   source = pipeline.DataSource(cfg)
@@ -74,17 +74,18 @@ def train(cfg: Config, run_dir: str | pathlib.Path, progress: bool = True, mesh=
   ckpts = checkpoint.Checkpoints(run_dir, cfg.train.keep_checkpoints, cfg.train.checkpoint_every)
   metrics_log = runio.MetricsLog(run_dir / runio.METRICS)
   data_iter = source.iterator()
-  fault_plan = faults.planned(cfg.fingerprint())
+  fault_plan = faults.planned(cfg.fingerprint(), run_dir)
 
   state = steps.init(step_lib.seed_key(cfg.train.seed), optim.hyper_arrays(hyper))
-  start = ckpts.latest_step() or 0
+  start, restored, data_state, fallbacks = ckpts.restore_latest(checkpoint.abstract_like(state, steps.state_sharding))
+  start = start or 0
   if start:
-    target = checkpoint.abstract_like(state, steps.state_sharding)
-    state, data_state = ckpts.restore(start, target)
+    state = restored
     data_iter.set_state(data_state)
-    if is_writer():
-      metrics_log.truncate_after(start)
+  if is_writer():
+    metrics_log.truncate_after(start)   # lines logged after the checkpoint (or, from scratch, all) are redone
   files = RunFiles(run_dir, run_record(cfg, source, hyper, peak, peak_source, mesh))
+  note_fallbacks(files, fallbacks, start)
   files.write(status="running", resumed_from=start or None)
 
   log = RunLogger(cfg, metrics_log, mesh.size, peak)
@@ -103,14 +104,14 @@ def train(cfg: Config, run_dir: str | pathlib.Path, progress: bool = True, mesh=
         evaluate_now = done % cfg.train.eval_every == 0 or is_last
         evaluate_fn = (lambda: evaluate(steps, state["params"], source.eval)) if evaluate_now else None
         if not log.flush(done, jax.device_get(log.pending), evaluate_fn):
-          status, files.record["diverged_at"] = "diverged", log.diverged_at
+          status = "diverged"
           break
         pbar.set_postfix(loss=f"{log.last['train/loss']:.3f}", refresh=False)
       if will_save:
         ckpts.save(done, state, data_iter.get_state(), force=is_last)
       pbar.update(1)
-      if done in fault_plan:
-        state = faults.inject(fault_plan[done], state)
+      for fault in fault_plan.at(done):
+        state = faults.inject(fault, state, fault_plan, ckpts)
   except KeyboardInterrupt:
     status = "interrupted"
     if not any(x.is_deleted() for x in jax.tree.leaves(state)):   # else interrupted mid-dispatch: keep last save
@@ -119,11 +120,12 @@ def train(cfg: Config, run_dir: str | pathlib.Path, progress: bool = True, mesh=
         ckpts.save(done, state, data_iter.get_state(), force=True)
   finally:
     pbar.close()
-    ckpts.wait()
-    ckpts.close()
     restore_sigterm(previous_sigterm)
+    ckpts.close()   # waits for the last save: a failed async save raises here instead of vanishing
   final = log.final()
   final_step = final.get("step", start)
-  files.write(status=status, final=final, wall_time=log.wall_time(), step=final_step)
+  files.write(status=status, final=final, wall_time=log.wall_time(), step=final_step, **log.divergence())
+  if status == "diverged":
+    runio.log_line(run_dir, f"diverged at step {log.diverged_at}: {log.diverged_reason}; kept the last good "
+                   f"metrics (step {final_step}) and checkpoints")
   return RunResult(status, final_step, final, run_dir)
-

@@ -6,7 +6,6 @@ line, and the index keeps the full traceback. A run whose run.json already says 
 between writing it and updating the index) is not trained again. Runs train alone (`train`), as a vmapped group
 (`train_group`), or as a multi-process jax.distributed job on this host.
 """
-import json
 import pathlib
 import threading
 import time
@@ -23,7 +22,7 @@ def outcome_from_run_json(run_dir: pathlib.Path, run_id: str) -> dict | None:
   path = run_dir / runio.RUN_JSON
   try:
     run = runio.read_json(path)
-  except (OSError, json.JSONDecodeError):
+  except (OSError, ValueError):
     return None
   if run.get("run_id") == run_id and run.get("status") in FINISHED:
     return {"status": run["status"], "step": run.get("step"), "final": run.get("final") or {}, "error": None}
@@ -33,12 +32,11 @@ def outcome_from_run_json(run_dir: pathlib.Path, run_id: str) -> dict | None:
 def record_failure(run_dir: pathlib.Path, cfg_dict: dict, run_id: str, tb: str) -> dict:
   """Keep the traceback in the run folder and mark run.json failed; returns the failed outcome."""
   run_dir.mkdir(parents=True, exist_ok=True)
-  with open(run_dir / "error.log", "a") as f:
-    f.write(f"=== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} ===\n{tb}\n")
+  runio.append_text(run_dir / "error.log", f"=== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} ===\n{tb}\n")
   path = run_dir / runio.RUN_JSON
   try:
     record = runio.read_json(path)
-  except (OSError, json.JSONDecodeError):
+  except (OSError, ValueError):
     record = {"run_id": run_id, "config": cfg_dict, "diverged_at": None}
   last = tb.strip().splitlines()[-1] if tb.strip() else "unknown error"
   record.update(status="failed", error=f"{last} (traceback in error.log)")

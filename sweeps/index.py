@@ -17,6 +17,8 @@ import sqlite3
 import time
 import uuid
 
+from mdm_jax.errors import UserError
+
 STATUSES = ("pending", "running", "done", "failed", "diverged")
 FINAL = ("done", "diverged")
 SCHEMA = """
@@ -58,12 +60,20 @@ class Index:
     self.dir = pathlib.Path(sweep_dir)
     self.path = self.dir / "index.sqlite"
     self.stale_after = stale_after
+    if self.dir.exists() and not self.dir.is_dir():
+      raise UserError(str(self.dir), "exists and is not a directory", "give a sweep directory (--out)")
     self.dir.mkdir(parents=True, exist_ok=True)
     self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)   # one connection per thread
-    self.db.execute("PRAGMA busy_timeout=60000")
-    self.db.execute("PRAGMA journal_mode=WAL")
-    self.db.execute("PRAGMA synchronous=FULL")
-    self.db.executescript(SCHEMA)
+    try:
+      self.db.execute("PRAGMA busy_timeout=60000")
+      self.db.execute("PRAGMA journal_mode=WAL")
+      self.db.execute("PRAGMA synchronous=FULL")
+      self.db.executescript(SCHEMA)
+      self.db.execute("SELECT run_id, ord, status, config, failures FROM runs LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as e:
+      self.db.close()
+      raise UserError(str(self.path), f"not a usable sweep index ({e})",
+                      "restore it, or start the sweep in a new --out directory") from None
 
   def close(self):
     self.db.close()

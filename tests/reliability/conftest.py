@@ -1,0 +1,51 @@
+"""Reliability tests share one tiny run shape (the sweeps tests' shape, so programs compile once per process) and a
+persistent JAX compile cache (so the subprocesses they start reuse each other's compiles)."""
+import os
+import pathlib
+
+import pytest
+import yaml
+
+# d=32, 2 layers, seq 32, batch 4, 20 steps: about a second per run once compiled. Logged steps 4, 8, 12, 16, 20;
+# checkpoints at 8, 16 and 20 (keep 2), so a corrupt checkpoint at 16 has a readable one at 8 to fall back to.
+TINY = {"model.d_model": 32, "model.n_layers": 2, "model.n_heads": 1, "model.d_ff": 128, "data.seq_len": 32,
+        "batch.logical": 4, "batch.physical": 4, "train.steps": 20, "train.log_every": 4, "train.eval_every": 20,
+        "train.checkpoint_every": 8, "train.eval_batches": 1, "diffusion.eval_t_points": 2,
+        "train.peak_flops": 1e11}
+LOGGED_STEPS = [4, 8, 12, 16, 20]
+
+
+def overrides(**extra) -> list[str]:
+  """`--set` items for the tiny run, with dotted-key extras (written with __ for dots)."""
+  items = {**TINY, **{k.replace("__", "."): v for k, v in extra.items()}}
+  return [f"{k}={v}" for k, v in items.items()]
+
+
+def cli_set(**extra) -> list[str]:
+  return [arg for item in overrides(**extra) for arg in ("--set", item)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compile_cache(tmp_path_factory):
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax-cache"))
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  import jax
+  jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  yield
+
+
+def write_spec(directory: pathlib.Path, grid, name: str = "spec.yaml", **fields) -> pathlib.Path:
+  spec = {"name": "reliability", "base": "tiny", "set": dict(TINY), "grid": grid, **fields}
+  path = pathlib.Path(directory) / name
+  path.write_text(yaml.safe_dump(spec, sort_keys=False))
+  return path
+
+
+def subprocess_env(**extra) -> dict:
+  """The test session's environment (CPU, caches) for a child process, plus `extra`."""
+  root = str(pathlib.Path(__file__).resolve().parents[2])
+  env = {**os.environ, **extra}
+  env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+  return env
