@@ -6,6 +6,7 @@ probability 1 − α_t, and scores only masked positions (SUBS: the [MASK] logit
 their input over, so they add zero loss). Loss terms come back as *sums* so that micro-batches, devices and
 modalities can be combined exactly before dividing by the number of non-pad tokens.
 """
+import functools
 import math
 from typing import NamedTuple
 
@@ -86,11 +87,39 @@ class LossTerms(NamedTuple):
 
 def cross_entropy(logits_BxLxV, targets_BxL, mask_id: int):
   """−log softmax(logits)[target] with the [MASK] logit at −∞ (SUBS), without a [B, L, V] one-hot."""
-  logits_BxLxV = logits_BxLxV.astype(jnp.float32)
-  never_mask_V = jnp.where(jnp.arange(logits_BxLxV.shape[-1]) == mask_id, -jnp.inf, 0.0)
-  lse_BxL = jax.nn.logsumexp(logits_BxLxV + never_mask_V, axis=-1)
-  target_BxL = jnp.take_along_axis(logits_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
-  return lse_BxL - target_BxL
+  return _cross_entropy(logits_BxLxV.astype(jnp.float32), targets_BxL, mask_id)
+
+
+def _logsumexp_without(logits_BxLxV, mask_id: int):
+  """log Σ_{v ≠ mask_id} exp(logits_v): the [MASK] column is left out inside the one pass, not added as −∞."""
+  keep_V = jnp.arange(logits_BxLxV.shape[-1]) != mask_id
+  top_BxL = jnp.max(jnp.where(keep_V, logits_BxLxV, -jnp.inf), axis=-1)
+  total_BxL = jnp.sum(jnp.where(keep_V, jnp.exp(logits_BxLxV - top_BxL[..., None]), 0.0), axis=-1)
+  return top_BxL + jnp.log(total_BxL)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _cross_entropy(logits_BxLxV, targets_BxL, mask_id: int):
+  lse_BxL = _logsumexp_without(logits_BxLxV, mask_id)
+  return lse_BxL - jnp.take_along_axis(logits_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
+
+
+def _cross_entropy_fwd(logits_BxLxV, targets_BxL, mask_id: int):
+  lse_BxL = _logsumexp_without(logits_BxLxV, mask_id)
+  ce_BxL = lse_BxL - jnp.take_along_axis(logits_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
+  return ce_BxL, (logits_BxLxV, lse_BxL, targets_BxL)
+
+
+def _cross_entropy_bwd(mask_id: int, res, d_ce_BxL):
+  """d CE / d logits = softmax − one-hot(target), in one elementwise pass (no scatter, no saved softmax)."""
+  logits_BxLxV, lse_BxL, targets_BxL = res
+  vocab_V = jnp.arange(logits_BxLxV.shape[-1])
+  probs = jnp.where(vocab_V == mask_id, 0.0, jnp.exp(logits_BxLxV - lse_BxL[..., None]))
+  onehot = (vocab_V == targets_BxL[..., None]).astype(jnp.float32)
+  return d_ce_BxL[..., None] * (probs - onehot), None
+
+
+_cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
 
 
 def loss_terms(logits_BxLxV, tokens_BxL, masked_BxL, t_B, loss_mask_BxL, modality_BxL, cfg: DiffusionConfig,

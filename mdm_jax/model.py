@@ -8,6 +8,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from mdm_jax.config import ModelConfig
@@ -43,16 +44,25 @@ class RMSNorm(nnx.Module):
     return (normed * self.scale[...]).astype(x.dtype)
 
 
+def rope_tables(length: int, dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+  """cos, sin [L, D] of the rotate-half convention, in float64 then float32: trace-time constants."""
+  inv_freq_F = theta ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
+  angles_LxF = np.arange(length, dtype=np.float64)[:, None] * inv_freq_F[None, :]
+  angles_LxD = np.concatenate([angles_LxF, angles_LxF], axis=-1)
+  return np.cos(angles_LxD).astype(np.float32), np.sin(angles_LxD).astype(np.float32)
+
+
 def rope(x_BxLxHxD, theta: float):
   """Rotary position embedding, rotate-half convention over the head dim."""
-  length, dim = x_BxLxHxD.shape[1], x_BxLxHxD.shape[-1]
-  inv_freq_F = 1.0 / theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
-  angles_LxF = jnp.arange(length, dtype=jnp.float32)[:, None] * inv_freq_F[None, :]
-  cos_LxD = jnp.concatenate([jnp.cos(angles_LxF)] * 2, axis=-1)[None, :, None, :]
-  sin_LxD = jnp.concatenate([jnp.sin(angles_LxF)] * 2, axis=-1)[None, :, None, :]
+  cos_LxD, sin_LxD = rope_tables(x_BxLxHxD.shape[1], x_BxLxHxD.shape[-1], theta)
   x1, x2 = jnp.split(x_BxLxHxD, 2, axis=-1)
   rotated = jnp.concatenate([-x2, x1], axis=-1)
-  return x_BxLxHxD * cos_LxD + rotated * sin_LxD
+  return x_BxLxHxD * cos_LxD[:, None, :] + rotated * sin_LxD[:, None, :]
+
+
+def dense(x_BxLxD, w_DxF):
+  """x @ w as one 2-D matmul over all tokens: its weight gradient is then a plain xᵀ·g dot (no transposes)."""
+  return (x_BxLxD.reshape(-1, x_BxLxD.shape[-1]) @ w_DxF).reshape(*x_BxLxD.shape[:-1], w_DxF.shape[-1])
 
 
 class Attention(nnx.Module):
@@ -69,16 +79,68 @@ class Attention(nnx.Module):
   def __call__(self, x_BxLxD):
     b, l, _ = x_BxLxD.shape
     split = lambda y: y.reshape(b, l, self.n_heads, self.head_dim)
-    q = split(x_BxLxD @ self.wq[...])
-    k = split(x_BxLxD @ self.wk[...])
-    v = split(x_BxLxD @ self.wv[...])
+    q = split(dense(x_BxLxD, self.wq[...]))
+    k = split(dense(x_BxLxD, self.wk[...]))
+    v = split(dense(x_BxLxD, self.wv[...]))
     if self.q_norm is not None:
       q, k = self.q_norm(q), self.k_norm(k)
-    q, k = rope(q, self.theta), rope(k, self.theta)
-    scores_BxHxLxL = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(float(self.head_dim)).astype(q.dtype)
-    probs_BxHxLxL = jax.nn.softmax(scores_BxHxLxL.astype(jnp.float32), axis=-1).astype(v.dtype)
-    out_BxLxHxD = jnp.einsum("bhqk,bkhd->bqhd", probs_BxHxLxL, v)   # bidirectional: no causal mask
-    return out_BxLxHxD.reshape(b, l, -1) @ self.wo[...]
+    # 1/√Dh folded into q: one elementwise pass over [B, L, H, Dh], fused with the norm, RoPE and the transpose.
+    q = rope(q, self.theta) * (1.0 / np.sqrt(self.head_dim)).astype(np.float32)
+    k = rope(k, self.theta)
+    heads_first = lambda y: y.transpose(0, 2, 1, 3)   # [B, H, L, Dh]: batched matmuls with batch dims leading
+    out_BxHxLxD = attention_core(heads_first(q), heads_first(k), heads_first(v))   # bidirectional: no mask
+    return dense(out_BxHxLxD.transpose(0, 2, 1, 3).reshape(b, l, -1), self.wo[...])
+
+
+@jax.custom_vjp
+def attention_core(q_BxHxLxD, k_BxHxLxD, v_BxHxLxD):
+  """softmax(q kᵀ) v over all positions (q already scaled). Custom VJP: the probabilities are saved once and the
+  four backward matmuls are canonical batched matmuls; no [B, H, L, L] broadcasts are materialised."""
+  return _attention_fwd(q_BxHxLxD, k_BxHxLxD, v_BxHxLxD)[0]
+
+
+def _attention_fwd(q, k, v):
+  scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)
+  e = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
+  probs = (e * (1.0 / jnp.sum(e, axis=-1, keepdims=True))).astype(v.dtype)
+  out = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
+  return out, (q, k, v, probs, out)
+
+
+def _attention_bwd(res, d_out):
+  q, k, v, probs, out = res
+  d_v = jnp.einsum("bhqk,bhqd->bhkd", probs, d_out)
+  d_probs = jnp.einsum("bhqd,bhkd->bhqk", d_out, v)
+  # Σ_k P·dP = Σ_d O·dO (FlashAttention's δ): a reduction over [.., Dh] instead of [.., L]
+  delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+  d_scores = (probs.astype(jnp.float32) * (d_probs.astype(jnp.float32) - delta)).astype(q.dtype)
+  d_q = jnp.einsum("bhqk,bhkd->bhqd", d_scores, k)
+  d_k = jnp.einsum("bhqk,bhqd->bhkd", d_scores, q)
+  return d_q, d_k, d_v
+
+
+attention_core.defvjp(_attention_fwd, _attention_bwd)
+
+
+@jax.custom_vjp
+def swiglu(gate, up):
+  """silu(gate) · up. Custom VJP: saves only its two inputs; the backward is one elementwise pass."""
+  return jax.nn.silu(gate) * up
+
+
+def _swiglu_fwd(gate, up):
+  return swiglu(gate, up), (gate, up)
+
+
+def _swiglu_bwd(res, d_out):
+  gate, up = res
+  sig = jax.nn.sigmoid(gate)
+  silu = gate * sig
+  d_gate = d_out * up * sig * (1.0 + gate * (1.0 - sig))
+  return d_gate, d_out * silu
+
+
+swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
 
 
 class SwiGLU(nnx.Module):
@@ -89,7 +151,7 @@ class SwiGLU(nnx.Module):
     self.w_down = _param(rngs, (f, d), mult.init_std("w_down"), ("mlp", "embed"))
 
   def __call__(self, x_BxLxD):
-    return (jax.nn.silu(x_BxLxD @ self.w_gate[...]) * (x_BxLxD @ self.w_up[...])) @ self.w_down[...]
+    return dense(swiglu(dense(x_BxLxD, self.w_gate[...]), dense(x_BxLxD, self.w_up[...])), self.w_down[...])
 
 
 class Block(nnx.Module):
@@ -121,7 +183,7 @@ class Transformer(nnx.Module):
     h_BxLxD = shard_activation(h_BxLxD)
     for block in self.blocks:
       h_BxLxD = block(h_BxLxD)
-    return (self.final_norm(h_BxLxD) @ self.head[...]) * self.head_mult
+    return dense(self.final_norm(h_BxLxD), self.head[...]) * self.head_mult
 
 
 def shard_activation(x_BxLxD):
