@@ -1,5 +1,6 @@
 """ELBO estimates against closed forms, their standard errors against repeated runs, and the sample metrics."""
 import json
+import math
 
 import jax
 import jax.numpy as jnp
@@ -80,16 +81,18 @@ def test_nearest_neighbour_distance_by_brute_force():
 
 
 def test_elbo_agrees_with_the_trainers_evaluation_of_the_same_batches(micro_run):
-  """Two estimators of one quantity: 16 stratified random times here, the trainer's 8-point midpoint grid there."""
+  """Two estimators of one quantity: 16 stratified random times here, the trainer's 8-point midpoint grid with a
+  fixed mask there. Its Monte Carlo error is about √2 times ours (half the points), so the difference should stay
+  within 4 standard errors of √3 · se_mc."""
   from mdm_jax.data import pipeline
   from mdm_jax.sampling import runs
   loaded = runs.load(micro_run)
   batches = [b for group in pipeline.DataSource(loaded.cfg).eval.values() for b in group]
   mine = evaluate.elbo(loaded.apply, batches, loaded.cfg.diffusion, loaded.vocab.mask_id, t_samples=16)
   final = json.loads((micro_run / "run.json").read_text())["final"]
-  for m in ("text", "image", "audio"):
-    assert abs(mine[m]["nats_per_token"] - final[f"eval/loss/{m}"]) < 0.05 * final[f"eval/loss/{m}"], (m, mine[m])
-  assert abs(mine["all"]["nats_per_token"] - final["eval/loss"]) < 4 * mine["all"]["se_mc"] + 0.02
+  for m, key in (("text", "eval/loss/text"), ("image", "eval/loss/image"), ("audio", "eval/loss/audio"),
+                 ("all", "eval/loss")):
+    assert abs(mine[m]["nats_per_token"] - final[key]) < 4 * math.sqrt(3) * mine[m]["se_mc"], (m, mine[m], final)
 
 
 def test_elbo_command_prints_and_writes_each_modality(micro_run, tmp_path, capsys):
