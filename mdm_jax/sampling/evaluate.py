@@ -8,6 +8,11 @@ per-sequence NELBO split by modality. Per-token NELBO is Σ_b nelbo_b / Σ_b tok
          "how good is the model on this distribution";
   se_mc  Monte Carlo only (collapsed strata: adjacent strata pairs, (y_2j − y_2j+1)² estimates their variance sum;
          conservative): the error bar for "how well did K samples pin down the ELBO of this validation set".
+Estimator variance (what a noise schedule changes; the ELBO itself is schedule-invariant in continuous time):
+  single_t_var  Σ_b σ²_b / Σ_b n_b, where σ²_b is the variance of sequence b's NELBO at one uniform t (one mask)
+         and n_b its tokens: one t per sequence over N tokens gives a per-token NELBO with variance single_t_var / N.
+         The K stratified draws, pooled, are uniform draws, so σ²_b = mean_k (y_k − ȳ)² + Var(ȳ), with Var(ȳ) from
+         the collapsed strata (slightly conservative).
 
 Samples. Generative perplexity under the lab's n-gram reference (`reference.KneserNey`), token entropy (entropy of
 each sample's empirical token distribution, in nats: repetition drives it down), and for images and audio the
@@ -53,15 +58,17 @@ def _per_sequence_nelbo(apply_fn, batch, key, t_samples: int, dcfg: DiffusionCon
 _per_sequence_nelbo_jit = jax.jit(_per_sequence_nelbo, static_argnames=("t_samples", "dcfg", "mask_id"))
 
 
-def ratio_with_se(num_B: np.ndarray, den_B: np.ndarray, var_mc_B: np.ndarray) -> dict:
-  """Σ num / Σ den, its delta-method standard error over the B units, and the Monte Carlo part of it."""
+def ratio_with_se(num_B: np.ndarray, den_B: np.ndarray, var_mc_B: np.ndarray, var_t_B: np.ndarray) -> dict:
+  """Σ num / Σ den, its delta-method standard error over the B units, the Monte Carlo part of it, and the
+  single-t variance per token (Σ var_t / Σ den)."""
   total = den_B.sum()
   r = num_B.sum() / total
   n = len(num_B)
   resid = num_B - r * den_B
   se = math.sqrt(n / (n - 1) * float(np.sum(resid ** 2))) / total if n > 1 else float("nan")
   return {"nats_per_token": float(r), "bits_per_token": float(r / math.log(2)), "se": se,
-          "se_mc": math.sqrt(float(var_mc_B.sum())) / total, "tokens": float(total), "sequences": int(n)}
+          "se_mc": math.sqrt(float(var_mc_B.sum())) / total, "single_t_var": float(var_t_B.sum() / total),
+          "tokens": float(total), "sequences": int(n)}
 
 
 def elbo(apply_fn, batches: list[dict], dcfg: DiffusionConfig, mask_id: int, t_samples: int = 16,
@@ -80,16 +87,23 @@ def elbo(apply_fn, batches: list[dict], dcfg: DiffusionConfig, mask_id: int, t_s
     tokens.append(np.asarray(t_BxM, np.float64))
   y_KxBxM, tok_BxM = np.concatenate(nelbo, axis=1), np.concatenate(tokens, axis=0)
   k = y_KxBxM.shape[0]
-  var_mc_BxM = np.sum((y_KxBxM[0::2] - y_KxBxM[1::2]) ** 2, axis=0) / k ** 2   # collapsed strata
+  var_mc_BxM = _collapsed_strata_var(y_KxBxM)
+  var_t_BxM = y_KxBxM.var(axis=0) + var_mc_BxM   # one uniform t: spread of the pooled draws + Var(mean)
   out = {"t_samples": k, "estimator": "stratified t per sequence; se over sequences, se_mc collapsed strata"}
   for m, name in enumerate(MODALITIES):
     present = tok_BxM[:, m] > 0
     if present.sum() >= 1:
-      out[name] = ratio_with_se(y_KxBxM[:, present, m].mean(0), tok_BxM[present, m], var_mc_BxM[present, m])
-  all_K_B = y_KxBxM.sum(axis=2)
-  out["all"] = ratio_with_se(all_K_B.mean(0), tok_BxM.sum(1),
-                             np.sum((all_K_B[0::2] - all_K_B[1::2]) ** 2, axis=0) / k ** 2)
+      out[name] = ratio_with_se(y_KxBxM[:, present, m].mean(0), tok_BxM[present, m], var_mc_BxM[present, m],
+                                var_t_BxM[present, m])
+  all_KxB = y_KxBxM.sum(axis=2)
+  var_mc_B = _collapsed_strata_var(all_KxB)
+  out["all"] = ratio_with_se(all_KxB.mean(0), tok_BxM.sum(1), var_mc_B, all_KxB.var(axis=0) + var_mc_B)
   return out
+
+
+def _collapsed_strata_var(y_Kx):
+  """Var of the mean of K stratified draws (axis 0), from adjacent strata pairs: Σ_j (y_2j − y_2j+1)² / K²."""
+  return np.sum((y_Kx[0::2] - y_Kx[1::2]) ** 2, axis=0) / y_Kx.shape[0] ** 2
 
 
 def token_entropy(sequences) -> float:

@@ -55,9 +55,29 @@ def test_elbo_is_unbiased_and_its_monte_carlo_error_is_calibrated():
 
 def test_ratio_se_reduces_to_the_standard_error_of_a_mean():
   num = np.random.default_rng(3).normal(5, 2, 50)
-  out = evaluate.ratio_with_se(num, np.full(50, 4.0), np.zeros(50))
+  out = evaluate.ratio_with_se(num, np.full(50, 4.0), np.zeros(50), np.zeros(50))
   assert out["nats_per_token"] == pytest.approx(num.mean() / 4)
   assert out["se"] == pytest.approx(num.std(ddof=1) / np.sqrt(50) / 4)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "polynomial", "loglinear"])
+def test_single_t_variance_matches_quadrature(schedule):
+  """Uniform logits over the 8 real ids make every masked position cost c = ln 8, so a sequence of n tokens has
+  NELBO(t) = c·w(t)·Bin(n, m(t)) (m = 1 − α): Var = c²·(n·E[w²m(1−m)] + n²·Var[w·m]) over t ~ U[ε, 1)."""
+  from scipy import integrate
+  from mdm_jax import diffusion
+  dcfg = DiffusionConfig(schedule=schedule, sampling_eps=0.05)
+  n, rows, c = 16, 256, math.log(MASK)
+  w = lambda t: float(diffusion.weight(dcfg, t))
+  m = lambda t: float(diffusion.mask_prob(dcfg, t))
+  mean = lambda f: integrate.quad(f, dcfg.sampling_eps, 1, limit=200)[0] / (1 - dcfg.sampling_eps)
+  wm = mean(lambda t: w(t) * m(t))
+  want = c ** 2 * (mean(lambda t: w(t) ** 2 * m(t) * (1 - m(t))) + n * (mean(lambda t: (w(t) * m(t)) ** 2) - wm ** 2))
+  batch = {"tokens": np.zeros((rows, n), np.int32), "loss_mask": np.ones((rows, n), bool),
+           "modality": np.zeros((rows, n), np.int8)}
+  apply = jax.tree_util.Partial(_fixed, jnp.zeros((n, V)))
+  got = [evaluate.elbo(apply, [batch], dcfg, MASK, t_samples=8, seed=s)["text"]["single_t_var"] for s in range(3)]
+  assert np.mean(got) == pytest.approx(want, rel=0.1), (got, want)
 
 
 def test_odd_t_samples_are_refused():
