@@ -43,6 +43,19 @@ def write_spec(directory: pathlib.Path, grid, name: str = "spec.yaml", **fields)
   return path
 
 
+_REPORTED: list[str] = []
+
+
+def report(line: str) -> None:
+  """A fact to show in the test session's summary (e.g. the randomly drawn fault step and its seed)."""
+  _REPORTED.append(line)
+
+
+def pytest_terminal_summary(terminalreporter):
+  for line in _REPORTED:
+    terminalreporter.write_line(f"reliability: {line}")
+
+
 def subprocess_env(**extra) -> dict:
   """The test session's environment (CPU, caches) for a child process, plus `extra`."""
   root = str(pathlib.Path(__file__).resolve().parents[2])
