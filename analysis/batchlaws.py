@@ -4,7 +4,7 @@
   profiles), then B_opt = k·D^p by OLS (GIDD: p ≈ 0.82 in tokens; Power Lines: B_opt ∝ D^0.383).
 * B_crit(D): per D, the largest batch whose loss stays within `tolerance` (relative) of the best — loss is ~flat in B
   up to B_crit and degrades above it (§4.3) — interpolated in log B at the crossing; runs that never cross are
-  censored (reported, not fitted). Then B_crit = k·D^q.
+  censored (reported, not fitted). Then B_crit = k·D^q (law fields None with fewer than 2 uncensored horizons).
 * η*(B, D): per (B, D) the vertex of a parabola in log η, then log η* = c + p·log B + q·log D by OLS.
 * γ: the κ rule sets η ∝ √κ, i.e. log η* = log η_base + ½·log(B/B_base) − (γ/2)·log(D/D_base). With the batch
   exponent fixed at ½ (the rule), γ = −2·(slope in log D); with it free, both are reported. Batch is in whatever unit
@@ -71,6 +71,9 @@ def critical_batch_sizes(data, *, tolerance: float = 0.01) -> dict:
     frac = (threshold - loss[j - 1]) / (loss[j] - loss[j - 1])
     points.append({"tokens": float(tokens), "batch_crit": float(np.exp(log_b[j - 1] + frac * (log_b[j] - log_b[j - 1]))),
                    "loss_best": float(loss[i_best])})
+  if len(points) < 2:   # one horizon (or all censored): the per-horizon B_crit without a law in D
+    return {"law": None, "k": None, "q": None, "ols": None, "points": points, "censored": censored,
+            "tolerance": tolerance}
   law = powerlaw.fit_power_law([p["tokens"] for p in points], [p["batch_crit"] for p in points], "tokens")
   return {"law": "B_crit = k * D^q", "k": law["prefactor"], "q": law["exponent"], "ols": law, "points": points,
           "censored": censored, "tolerance": tolerance}
