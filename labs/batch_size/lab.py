@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 from matplotlib.figure import Figure
+from scipy import stats
 
 from analysis import batchlaws, figures, load_runs
 from labs.report import Report
@@ -60,7 +61,7 @@ def pilot_fit(ctx) -> dict:
     base = table.df[(table.df.batch_size == B_BASE) & (table.df.tokens == d_base)].sort_values("loss")
     return {"gamma": None, "lr_base": float(base.lr.iloc[0]), "error": str(e), "table": table, "tokens_base": d_base}
   dof = fit["n_groups"] - 2   # intercept and slope in log D
-  t95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78}.get(dof, 1.96) if dof > 0 else math.nan
+  t95 = float(stats.t.ppf(0.975, dof)) if dof > 0 else math.nan
   return {**fit, "gamma_ci95": (fit["gamma"] - t95 * fit["gamma_se"], fit["gamma"] + t95 * fit["gamma_se"]),
           "free": free, "law": law, "table": table, "tokens_base": d_base}
 
@@ -136,15 +137,21 @@ def _pilot_figure(fit: dict, stem):
   return figures.save(fig, stem)
 
 
-def report(ctx) -> Report:
+def results(ctx) -> dict:
+  """The pilot fit, the loss-vs-batch curve of each arm, its B_crit and its loss spread (max − min) over B."""
   fit = pilot_fit(ctx)
   df = batch_table(ctx, fit)
   kappa, fixed = df[df.sde], df[~df.sde]
   arms = {"κ rule, η_base": kappa[np.isclose(kappa.mult, 1.0)].sort_values("batch_size"),
           "κ rule, best of η_base×{½,1,2}": kappa.sort_values("loss").groupby("batch_size", as_index=False).first(),
           "no κ": fixed.sort_values("batch_size")}
-  crit = {name: _crit(curve) for name, curve in arms.items()}
-  spread = {name: float(c.loss.max() - c.loss.min()) for name, c in arms.items()}
+  return {"fit": fit, "df": df, "arms": arms, "crit": {name: _crit(curve) for name, curve in arms.items()},
+          "spread": {name: float(c.loss.max() - c.loss.min()) for name, c in arms.items()}}
+
+
+def report(ctx) -> Report:
+  res = results(ctx)
+  fit, df, arms, crit, spread = (res[k] for k in ("fit", "df", "arms", "crit", "spread"))
   rep = Report("Batch size at a fixed token budget, with and without the κ rule", __doc__.split("\n\n")[1])
   if fit["gamma"] is None:
     rep.clean = False

@@ -37,6 +37,8 @@ def test_critical_batch_exponent_and_censoring():
   out = batchlaws.critical_batch_sizes(from_frame(pd.DataFrame(rows)), tolerance=0.01)
   assert out["q"] == pytest.approx(0.462, abs=0.02)
   assert [c["tokens"] for c in out["censored"]] == [5e12]
+  one = batchlaws.critical_batch_sizes(from_frame(pd.DataFrame([r for r in rows if r["tokens"] == TOKENS[0]])))
+  assert one["law"] is None and one["points"] == [p for p in out["points"] if p["tokens"] == TOKENS[0]]
 
 
 def _lr_sweep(gamma=0.44, batch_exponent=0.5, batch_base=256.0, tokens_base=13e9, lr_base=3e-3):
