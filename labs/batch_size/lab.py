@@ -84,6 +84,9 @@ def batch_table(ctx, fit: dict):
   """The stage-2 runs planned for this η_base: loss, batch, κ arm or not, LR multiplier, κ-resolved values."""
   df = load_runs(ctx.sweep_dir("batch")).df
   df = df[df.run_id.isin({r.run_id for r in make_plan(batch_spec(ctx, fit)).runs})].copy()
+  if df.empty:
+    raise UserError(str(ctx.sweep_dir("batch")), f"no finished stage-2 runs of the {ctx.scale!r} grid at "
+                    f"η_base = {fit['lr_base']:.4g}", "give the --scale the lab ran with, or run it to completion")
   runs = [json.loads((ctx.sweep_dir("batch") / "runs" / r / "run.json").read_text()) for r in df.run_id]
   df["sde"] = [r["config"]["sde"]["enabled"] for r in runs]
   df["kappa"] = [r["hyper"]["resolved"]["sde"]["kappa"] for r in runs]
