@@ -39,9 +39,12 @@ def check_dir(run_dir: str | pathlib.Path) -> pathlib.Path:
 
 
 class Checkpoints:
-  def __init__(self, run_dir: str | pathlib.Path, keep: int, every: int):
+  def __init__(self, run_dir: str | pathlib.Path, keep: int, every: int, create: bool = True):
+    """`create=False` for readers: a run without checkpoints is a UserError, and no directory is made."""
     self.run_dir = pathlib.Path(run_dir).absolute()
     self.dir = check_dir(self.run_dir)
+    if not create and not self.dir.is_dir():
+      raise UserError(str(self.dir), "no checkpoint (the directory does not exist)", "train the run first")
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every, create=True,
                                            enable_async_checkpointing=True)
     self.manager = ocp.CheckpointManager(self.dir, options=options, item_names=("state", "data"))
@@ -140,7 +143,7 @@ def abstract_like(state, shardings):
 def load_params(run_dir: str | pathlib.Path, step: int | None = None) -> dict:
   """The parameters saved at `step` (default: the newest readable checkpoint) as host arrays, for analysis and
   comparisons. UserError naming the directory when there is no (readable) checkpoint."""
-  ckpts = Checkpoints(run_dir, keep=1, every=1)
+  ckpts = Checkpoints(run_dir, keep=1, every=1, create=False)
   try:
     steps = ckpts.all_steps()
     if not steps or (step is not None and step not in steps):

@@ -10,9 +10,7 @@ import math
 import pathlib
 import typing
 
-import yaml
-
-from mdm_jax.errors import ConfigError
+from mdm_jax.errors import ConfigError, parse_yaml
 
 SCHEDULES = ("linear", "loglinear", "cosine", "polynomial")
 LR_SCHEDULES = ("cosine", "wsd", "constant")
@@ -265,7 +263,8 @@ def _coerce(value, tp, field: str):
   origin = typing.get_origin(tp)
   if origin is tuple:
     if isinstance(value, str):
-      value = yaml.safe_load(value) if value.startswith("[") else [v for v in value.split(",") if v]
+      value = (parse_yaml(value, field, "e.g. [0.6, 0.3, 0.1]", ConfigError) if value.startswith("[")
+               else [v for v in value.split(",") if v])
     _check(isinstance(value, (list, tuple)), field, f"expected a list, got {value!r}")
     (item_tp, _) = typing.get_args(tp)
     return tuple(_coerce(v, item_tp, field) for v in value)
@@ -343,7 +342,8 @@ def parse_overrides(items: typing.Sequence[str]) -> dict:
   for item in items:
     key, sep, value = item.partition("=")
     _check(bool(sep) and bool(key), item, "override must look like section.field=value", "e.g. --set optim.lr=1e-3")
-    dotted[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    dotted[key.strip()] = parse_yaml(value, key.strip(), "fix its YAML syntax, e.g. [a, b] for a list",
+                                     ConfigError) if value.strip() else ""
   return _nest(dotted)
 
 
@@ -356,8 +356,7 @@ def load_config(source: str | pathlib.Path | None = None, overrides: typing.Sequ
       path = CONFIG_DIR / f"{source}.yaml"
     _check(path.is_file(), str(source), "config file not found",
            f"give a YAML/JSON path or one of: {', '.join(p.stem for p in sorted(CONFIG_DIR.glob('*.yaml')))}")
-    try:
-      data = yaml.safe_load(path.read_text()) or {}   # JSON is valid YAML
-    except yaml.YAMLError as e:
-      raise ConfigError(str(path), f"not valid YAML/JSON: {str(e).splitlines()[0]}") from None
+    data = parse_yaml(path.read_bytes(), str(path), error=ConfigError) or {}   # JSON is valid YAML
+    _check(isinstance(data, dict), str(path), f"must be a mapping of config sections, got a {type(data).__name__}",
+           "e.g. model: {d_model: 128}")
   return from_dict(_merge(data, parse_overrides(overrides)))

@@ -21,10 +21,9 @@ is applied (they depend on batch, sequence length and size). Every error names t
 import pathlib
 
 import numpy as np
-import yaml
 
 from mdm_jax.config import CONFIG_DIR, Config, _merge, _nest, from_dict
-from mdm_jax.errors import ConfigError, UserError
+from mdm_jax.errors import ConfigError, UserError, parse_yaml
 from sweeps import sizes as sizes_lib
 
 TOP_FIELDS = ("name", "base", "set", "sizes", "grid", "isoflop", "resources", "retries")
@@ -69,7 +68,7 @@ class Spec:
       if not path.is_file():
         raise UserError("spec.base", f"config {base!r} not found",
                         f"a path relative to the spec, or one of {', '.join(p.stem for p in CONFIG_DIR.glob('*.yaml'))}")
-      out = yaml.safe_load(path.read_text()) or {}
+      out = parse_yaml(path.read_bytes(), "spec.base", f"fix the syntax of {path}") or {}
     overrides = self.data.get("set") or {}
     if not isinstance(overrides, dict):
       raise UserError("spec.set", "must be a mapping of dotted config fields", "e.g. {train.steps: 200}")
@@ -234,12 +233,8 @@ def load_spec(path) -> Spec:
   path = pathlib.Path(path)
   if not path.is_file():
     raise UserError(str(path), "sweep spec not found", "give the path of a YAML sweep spec")
-  text = path.read_text()
-  try:
-    data = yaml.safe_load(text)
-  except yaml.YAMLError as e:
-    raise UserError(str(path), f"not valid YAML: {str(e).splitlines()[0]}") from None
-  return Spec(data, path.parent, text)
+  raw = path.read_bytes()
+  return Spec(parse_yaml(raw, str(path)), path.parent, raw.decode("utf-8", errors="replace"))
 
 
 def _resources(spec) -> dict:

@@ -24,8 +24,9 @@ def read(directory: str | os.PathLike) -> dict:
   try:
     manifest = json.loads(path.read_text())
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    where = f" at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else ""
-    raise UserError(str(path), f"not valid JSON ({getattr(e, 'msg', e.reason)}{where})", "re-run prepare") from None
+    where = f": line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
+    problem = e.msg if isinstance(e, json.JSONDecodeError) else e.reason   # getattr(e, "msg", e.reason) would raise
+    raise UserError(str(path), f"not valid JSON ({problem}{where})", "re-run prepare") from None
   if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get(
       "format_version") != FORMAT_VERSION:
     raise UserError(str(path), f"not an {FORMAT} v{FORMAT_VERSION} manifest", "re-run `mdm-lab data prepare`")

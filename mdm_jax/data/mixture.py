@@ -88,6 +88,10 @@ class MixtureSource:
     self.seq_len = int(self.manifest["seq_len"])
     self.fields = BATCH_FIELDS + (("segment",) if include_segment else ())
     self.weights = parse_weights(weights)
+    for m, w in self.weights.items():
+      if w > 0 and m not in self.manifest["splits"]:
+        raise UserError(f"data.mixture.{m}", f"is {w:g} but {data_dir} has no {m} data",
+                        f"set its weight to 0, or prepare a set with {m} data")
     train = {m: manifest_lib.split_entries(self.manifest, m, "train") for m, w in self.weights.items() if w > 0}
     mean_nonpad = {m: float(t["mean_nonpad_tokens"]) for m, t in train.items()}
     self.probabilities = sampling_probabilities(self.weights, mean_nonpad)

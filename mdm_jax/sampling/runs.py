@@ -51,7 +51,7 @@ def load(run_dir: str | pathlib.Path, step: int | None = None, mesh=None) -> Loa
   cfg = read_config(run_dir)
   mesh = mesh or sharding.make_mesh(MeshConfig(data=-1))
   graphdef, abstract_state = model.abstract(cfg.model, cfg.vocab_size, parametrization.multipliers(cfg))
-  ckpt = checkpoint.Checkpoints(run_dir, keep=1, every=1)
+  ckpt = checkpoint.Checkpoints(run_dir, keep=1, every=1, create=False)
   latest, available = ckpt.latest_step(), ckpt.manager.all_steps()
   ckpt.close()
   step = latest if step is None else step

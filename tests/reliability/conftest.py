@@ -13,6 +13,12 @@ TINY = {"model.d_model": 32, "model.n_layers": 2, "model.n_heads": 1, "model.d_f
         "train.checkpoint_every": 8, "train.eval_batches": 1, "diffusion.eval_t_points": 2,
         "train.peak_flops": 1e11}
 LOGGED_STEPS = [4, 8, 12, 16, 20]
+# Metrics that must repeat bit for bit when a run is resumed (everything but timings).
+DETERMINISTIC = ("step", "tokens", "flops", "train/loss", "optim/lr", "optim/grad_norm", "eval/loss")
+
+
+def deterministic(rows: list[dict]) -> list[dict]:
+  return [{k: r[k] for k in DETERMINISTIC if k in r} for r in rows]
 
 
 def overrides(**extra) -> list[str]:

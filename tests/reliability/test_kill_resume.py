@@ -16,19 +16,11 @@ import numpy as np
 from mdm_jax import checkpoint, faults, runio
 from mdm_jax.config import load_config
 from mdm_jax.train import train
-from tests.reliability.conftest import LOGGED_STEPS, TINY, cli_set, overrides, report, subprocess_env
-
-# Metrics that must repeat exactly (everything but timings).
-_DETERMINISTIC = ("step", "tokens", "flops", "train/loss", "optim/lr", "optim/grad_norm", "eval/loss")
-
+from tests.reliability.conftest import LOGGED_STEPS, TINY, cli_set, deterministic, overrides, report, subprocess_env
 
 def _kill_step() -> tuple[int, int]:
   seed = int(os.environ.get("MDM_LAB_TEST_SEED") or random.SystemRandom().randrange(2 ** 31))
   return random.Random(seed).randint(1, TINY["train.steps"]), seed
-
-
-def _deterministic(rows: list[dict]) -> list[dict]:
-  return [{k: r[k] for k in _DETERMINISTIC if k in r} for r in rows]
 
 
 def test_sigkill_at_a_random_step_then_resume_gives_bit_identical_parameters(tmp_path, record_property):
@@ -68,7 +60,7 @@ def test_sigkill_at_a_random_step_then_resume_gives_bit_identical_parameters(tmp
   rows_a = runio.read_metrics(straight / runio.METRICS)
   rows_b = runio.read_metrics(resumed / runio.METRICS)
   assert [r["step"] for r in rows_b] == LOGGED_STEPS, note   # every logged step exactly once
-  assert _deterministic(rows_b) == _deterministic(rows_a), note   # the same losses, bit for bit
+  assert deterministic(rows_b) == deterministic(rows_a), note   # the same losses, bit for bit
   assert run["final"]["train/loss"] == rows_a[-1]["train/loss"]
 
 
