@@ -5,10 +5,11 @@ The scan parses every source file (comments and strings cannot trigger it, `mode
 resolves import aliases (`import numpy as np`, `from yaml import load`), so renaming does not hide a call either.
 """
 import ast
+import os
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SKIP_DIRS = {".git", "node_modules", "build", "dist", "__pycache__"}
+SKIP_DIRS = {"node_modules", "build", "dist", "__pycache__"}   # and every hidden directory (.git, .venv*)
 
 # Calls that deserialise executable content, by fully qualified name.
 ALWAYS_UNSAFE = {
@@ -22,13 +23,11 @@ SAFE_YAML_LOADERS = {"SafeLoader", "CSafeLoader", "BaseLoader", "CBaseLoader"}
 
 
 def source_files() -> list[pathlib.Path]:
-  """Every .py file of the repository (not virtual environments or build output)."""
+  """Every .py file of the repository (not virtual environments, caches or build output, which are pruned)."""
   out = []
-  for path in ROOT.rglob("*.py"):
-    parts = path.relative_to(ROOT).parts
-    if any(p in SKIP_DIRS or p.startswith(".venv") or p.endswith(".egg-info") for p in parts[:-1]):
-      continue
-    out.append(path)
+  for top, dirs, files in os.walk(ROOT):
+    dirs[:] = [d for d in dirs if not (d in SKIP_DIRS or d.startswith(".") or d.endswith(".egg-info"))]
+    out += [pathlib.Path(top) / f for f in files if f.endswith(".py")]
   return sorted(out)
 
 
