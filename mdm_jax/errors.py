@@ -16,14 +16,15 @@ class ConfigError(UserError):
   """A config value is invalid."""
 
 
-def parse_yaml(text: str | bytes, field: str, fix: str = "fix the syntax at that line", error: type = UserError):
-  """yaml.safe_load(text); a syntax error becomes one line naming `field` and the line and column of the problem
-  (PyYAML's own message spans several lines and may not say where)."""
+def parse_yaml(text: str | bytes, field: str, fix: str = "fix the YAML there", error: type = UserError):
+  """yaml.safe_load(text); a syntax error becomes one line naming `field` and where the problem is (line and column,
+  or the byte offset of a character that is not text); PyYAML's own message spans several lines."""
   import yaml
   try:
     return yaml.safe_load(text)
   except yaml.YAMLError as e:
     mark = getattr(e, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    where = (f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else
+             f" at byte {e.position}" if isinstance(getattr(e, "position", None), int) else "")
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
     raise error(field, f"not valid YAML: {problem}{where}", fix) from None

@@ -139,8 +139,11 @@ def _from_fit(path: pathlib.Path, budgets: list[float], field: str) -> tuple[lis
   import json
   try:
     fit = json.loads(path.read_text())
-  except (OSError, json.JSONDecodeError) as e:
+  except (OSError, ValueError) as e:   # ValueError: not JSON, or not UTF-8
     raise UserError(field, f"cannot read {path} ({e})", "give the fit.json written by `mdm-lab fit`") from None
+  if not isinstance(fit, dict):
+    raise UserError(field, f"{path} holds a JSON {type(fit).__name__}, not a fit", "give the fit.json written by "
+                    "`mdm-lab fit`")
   if _positive(fit.get("k_params")) and isinstance(fit.get("a"), (int, float)):   # Approach 1/2: N* = k·C^a
     return [fit["k_params"] * c ** fit["a"] for c in budgets], f"{path.name}: N*=k_params*C^a"
   if _positive(fit.get("G")) and isinstance(fit.get("a"), (int, float)):   # parametric: N* = G·(C/6)^a

@@ -41,7 +41,14 @@ def read_config(run_dir: str | pathlib.Path) -> Config:
   path = pathlib.Path(run_dir) / runio.RUN_JSON
   if not path.is_file():
     raise UserError(str(run_dir), "not a run directory (no run.json)", "pass the --out directory of `mdm-lab train`")
-  return from_dict(runio.read_json(path)["config"])
+  try:
+    run = runio.read_json(path)
+  except ValueError as e:
+    raise UserError(str(path), f"unreadable ({str(e).splitlines()[0][:120]})", "restore it from a backup") from None
+  if not isinstance(run, dict) or not isinstance(run.get("config"), dict):
+    raise UserError(str(path), "has no config (not a run.json written by `mdm-lab train`)",
+                    "pass the --out directory of `mdm-lab train`")
+  return from_dict(run["config"])
 
 
 def load(run_dir: str | pathlib.Path, step: int | None = None, mesh=None) -> LoadedRun:

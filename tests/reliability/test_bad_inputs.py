@@ -70,9 +70,9 @@ CASES = [
     Case("config file missing", ("train", "{ws}/nosuch.yaml", "--out", "{ws}/new-run"), "{ws}/nosuch.yaml",
          "give a YAML/JSON path or one of: tiny"),
     Case("config file not YAML", ("train", "{ws}/broken.yaml", "--out", "{ws}/new-run"), "{ws}/broken.yaml",
-         "at line 3, column 6 (fix the syntax at that line)"),
+         "at line 3, column 6 (fix the YAML there)"),
     Case("config file not text", ("train", "{ws}/binary.csv", "--out", "{ws}/new-run"), "{ws}/binary.csv",
-         "not valid YAML"),
+         "invalid start byte at byte 128 (fix the YAML there)"),
     Case("override value not YAML", _train("--set", "data.mixture=[0.5,0.5"), "data.mixture",
          "fix its YAML syntax"),
     Case("config file not a mapping", ("train", "{ws}/list.yaml", "--out", "{ws}/new-run"), "{ws}/list.yaml",
@@ -98,12 +98,14 @@ CASES = [
          "{ws}/ckpt-junk/checkpoints", "keep only checkpoints written by mdm-lab"),
     Case("every checkpoint corrupt", ("train", "tiny", "--out", "{ws}/ckpt-corrupt", *cli_set(**SWEEP_SHAPE)),
          "{ws}/ckpt-corrupt/checkpoints", "restart the run from scratch", moves_aside=True),
+    Case("run.json without a config", ("elbo", "{ws}/no-config"), "{ws}/no-config/run.json",
+         "pass the --out directory of `mdm-lab train`"),
     Case("sample a run without checkpoints", ("sample", "{ws}/no-ckpt", "--modality", "text", "--out",
                                               "{ws}/samples"), "{ws}/no-ckpt/checkpoints", "train the run first"),
     # --- sweep spec and sweep directory ----------------------------------------------------------------------------
     Case("spec missing", _spec("nosuch-spec.yaml"), "{ws}/nosuch-spec.yaml", "give the path of a YAML sweep spec"),
     Case("spec not YAML", _spec("spec-broken.yaml"), "{ws}/spec-broken.yaml",
-         "at line 4, column 5 (fix the syntax at that line)"),
+         "at line 4, column 5 (fix the YAML there)"),
     Case("spec unknown field", _spec("spec-field.yaml"), "spec.grdi", "valid fields: name, base"),
     Case("spec unknown axis", _spec("spec-axis.yaml"), "grid.learning_rate", "use a dotted config field"),
     Case("spec zip lengths", _spec("spec-zip.yaml"), "grid.zip", "give equally long lists"),
@@ -113,6 +115,8 @@ CASES = [
     Case("spec bad config value", _spec("spec-set.yaml"), "spec.set: optim.lr", "must be > 0"),
     Case("spec mixture sum", _spec("spec-mixture.yaml"), "grid.mixture[0]", "sum to 1"),
     Case("spec base not YAML", _spec("spec-base-broken.yaml"), "spec.base", "fix the syntax of {ws}/broken.yaml"),
+    Case("spec isoflop guess not a fit", _spec("spec-nstar.yaml"), "isoflop.n_star.fit",
+         "holds a JSON list, not a fit (give the fit.json written by `mdm-lab fit`)"),
     Case("spec base missing", _spec("spec-base.yaml"), "spec.base", "a path relative to the spec, or one of"),
     Case("bad spec on an existing sweep", ("sweep", "run", "{ws}/spec-axis.yaml", "--out", "{ws}/sweep",
                                            "--no-progress"), "grid.learning_rate", "use a dotted config field"),
@@ -222,6 +226,7 @@ def _specs(ws: pathlib.Path) -> None:
       "spec-mixture.yaml": {"grid": {"mixture": [[0.5, 0.2, 0.2]]}},
       "spec-base.yaml": {"base": "no-such-base"},
       "spec-base-broken.yaml": {"base": "broken.yaml"},
+      "spec-nstar.yaml": {"isoflop": {"budgets": [1e12], "sizes": 3, "spread": 2, "n_star": {"fit": "list.json"}}},
   }
   for name, change in variants.items():
     _write(ws / name, yaml.safe_dump({**good, **change}, sort_keys=False))
@@ -240,6 +245,8 @@ def workspace(tmp_path_factory):
   _data_dir(ws / "data", TINY["data.seq_len"])
   _write(ws / "broken.yaml", "model:\n  d_model: [32\ntrain: {steps: 2}\n")
   _write(ws / "list.yaml", "- model\n- train\n")
+  _write(ws / "list.json", "[1, 2]\n")
+  _write(ws / "no-config" / "run.json", '{"run_id": "abc", "status": "done"}\n')
   _write(ws / "a-file", "not a directory\n")
   _write(ws / "torn-run" / "run.json", '{"run_id": "abc", "status": "runn')
   _write(ws / "ckpt-file" / "checkpoints", "not a directory\n")
