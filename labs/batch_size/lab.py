@@ -170,6 +170,11 @@ def report(ctx) -> Report:
              *[f"- no interior LR optimum at B={p['batch_size']:.0f}, D={p['tokens']:,.0f} ({p['edge']})"
                for p in fit["law"]["dropped"]],
              "", "Reference values: γ ≈ 0.44 (tri-modal paper), γ = 1 (Complete^(d)P); METHOD.md §4.4."]
+    lo, hi = fit["gamma_ci95"]
+    if lo < 0 and hi > 1:   # cannot tell "no horizon effect" from Complete^(d)P's γ = 1
+      rep.clean = False
+      lines.append("\n**Diagnostic:** the 95% interval contains both 0 and 1, so γ is not determined here; the "
+                   "LR optima move by less than the run-to-run noise (more seeds or horizons would pin it down).")
     rep.add("γ (pilot: LR sweeps without κ)", "\n".join(lines))
   rep.figure("Pilot LR sweeps", _pilot_figure(fit, ctx.figures / "pilot_lr"),
              "Final loss vs LR per (B, D) without κ; dotted: the fitted optima that give γ.")
