@@ -30,7 +30,11 @@ def load_runs(path, *, columns: dict | None = None, convention: str | None = Non
 
 def frontier_at(fit, flops) -> list[dict]:
   flops = np.asarray(flops, np.float64)
-  if hasattr(fit, "params") and fit.alpha > 0 and fit.beta > 0 and fit.A > 0 and fit.B > 0:
+  if hasattr(fit, "params") and not (fit.alpha > 0 and fit.beta > 0 and fit.A > 0 and fit.B > 0):
+    values = ", ".join(f"{k}={fit.params[k]:.3g}" for k in ("A", "B", "alpha", "beta"))
+    raise UserError(fit.method, f"degenerate fit, no compute-optimal frontier ({values})",
+                    "the runs do not trade N against D: add several sizes per budget, or use approach2")
+  if hasattr(fit, "params"):
     out = allocation.allocate(fit.params, flops)
     keys = ("params", "tokens", "tokens_per_param", "loss")
   else:

@@ -20,7 +20,11 @@ def register(subparsers) -> None:
 
 def _prepare(args: argparse.Namespace) -> int:
   import sys  # pylint: disable=import-outside-toplevel
+  import pathlib  # pylint: disable=import-outside-toplevel
   from mdm_jax.data import prepare, sets  # pylint: disable=import-outside-toplevel
+  from mdm_jax.errors import UserError  # pylint: disable=import-outside-toplevel
+  if pathlib.Path(args.out).exists() and not pathlib.Path(args.out).is_dir():
+    raise UserError(args.out, "exists and is not a directory", "give a new or an existing data directory as --out")
   cfg = sets.get(args.set_name, seed=args.seed, seq_len=args.seq_len)
   manifest, rebuilt = prepare.prepare(args.out, cfg, cache_dir=args.cache_dir, progress=not args.no_progress,
                                       workers=args.workers, force=args.force)

@@ -126,6 +126,8 @@ CASES = [
          "{ws}/bad-index/index.sqlite", "start the sweep in a new --out directory"),
     Case("zero workers", ("sweep", "run", "{ws}/spec.yaml", "--out", "{ws}/sweep", "--runner", "processes",
                           "--workers", "0"), "--workers", "must be > 0"),
+    Case("data directory is a file", ("data", "prepare", "--out", "{ws}/a-file", "--no-progress"), "{ws}/a-file",
+         "give a new or an existing data directory as --out"),
     Case("status of a non-sweep", ("sweep", "status", "{ws}/data"), "{ws}/data",
          "give the --out of `mdm-lab sweep run`"),
     # --- data: manifest, mixture, shards ---------------------------------------------------------------------------
@@ -162,6 +164,8 @@ CASES = [
     Case("table not a table", _fit("binary.csv"), "{ws}/binary.csv", "check the file format"),
     Case("column mapping", _fit("table.csv", "--column", "params=Model Size"), "Model Size",
          "columns are: params"),
+    Case("table without a size trade-off", ("fit", "{ws}/table.csv", "--method", "vpnls", "--out", "{ws}/fit-out",
+                                            "--formats", ""), "vpnls", "degenerate fit, no compute-optimal frontier"),
     Case("fit a directory without runs", ("fit", "{ws}/data", "--method", "approach3", "--out", "{ws}/fit-out"),
          "{ws}/data", "give a run dir or a sweep dir"),
     Case("approach1 without curves", ("fit", "{ws}/sweep", "--method", "approach1", "--out", "{ws}/fit-out"),
