@@ -179,7 +179,10 @@ SUBPROCESS_CASES = ("negative lr", "shard corrupt")
 
 def _write(path: pathlib.Path, text) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
+  if isinstance(text, bytes):
+    path.write_bytes(text)
+  else:
+    path.write_text(text)
 
 
 def _data_dir(out: pathlib.Path, seq_len: int) -> dict:
@@ -265,7 +268,8 @@ def workspace(tmp_path_factory):
   _write(ws / "bad-index" / "index.sqlite", b"SQLite format 3\x00" + b"\x13" * 4000)
 
   _write(ws / "no-manifest" / "README", "no manifest here\n")
-  _variant(ws, "manifest-torn", lambda d, m: _write(d / manifest_lib.NAME, '{"format": "mdm-lab-data",\n "seq_len": '))
+  torn = '{"format": "mdm-lab-data",\n "seq_len": '
+  _variant(ws, "manifest-torn", lambda d, m: _write(d / manifest_lib.NAME, torn))
   _variant(ws, "manifest-format", lambda d, m: {**m, "format": "something-else"})
   _variant(ws, "manifest-seq-len", lambda d, m: {**m, "seq_len": "32"})
 
@@ -282,6 +286,7 @@ def workspace(tmp_path_factory):
     path.write_bytes(bytes(data))
   _variant(ws, "shard-corrupt", flip)
 
+  # a valid table, but with no N-D trade-off in it: a parametric fit to it is degenerate
   good = [{"params": 1e6 * 2 ** i, "tokens": 2e7 * 3 ** (i % 3), "loss": 4.0 - 0.1 * i} for i in range(8)]
   _table(ws, "table.csv", good)
   _write(ws / "table.xlsx", b"PK\x03\x04 not really a spreadsheet")
@@ -317,6 +322,7 @@ def _check_message(case: Case, err: str, ws: pathlib.Path, run: pathlib.Path) ->
 
 def test_there_are_at_least_thirty_cases_over_every_boundary():
   assert len({c.name for c in CASES}) == len(CASES) >= 30
+  assert {c.argv[0] for c in CASES} == {"train", "sweep", "data", "fit", "sample", "elbo"}
   assert set(SUBPROCESS_CASES) <= {c.name for c in CASES}
 
 
