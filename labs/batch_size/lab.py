@@ -144,6 +144,9 @@ def results(ctx) -> dict:
   """The pilot fit, the loss-vs-batch curve of each arm, its B_crit and its loss spread (max − min) over B."""
   fit = pilot_fit(ctx)
   df = batch_table(ctx, fit)
+  first = {k: (k, "first") for k in ("tokens", "params", "steps", "kappa", "lr_resolved", "b2")}
+  df = df.groupby(["sde", "mult", "batch_size"], as_index=False).agg(   # mean over seeds; half-range = noise
+      loss=("loss", "mean"), half_range=("loss", lambda x: (x.max() - x.min()) / 2), seeds=("loss", "size"), **first)
   kappa, fixed = df[df.sde], df[~df.sde]
   arms = {"κ rule, η_base": kappa[np.isclose(kappa.mult, 1.0)].sort_values("batch_size"),
           "κ rule, best of η_base×{½,1,2}": kappa.sort_values("loss").groupby("batch_size", as_index=False).first(),
@@ -180,10 +183,13 @@ def report(ctx) -> Report:
              "Final loss vs LR per (B, D) without κ; dotted: the fitted optima that give γ.")
   rows = ["| B | steps | κ | lr (κ) | β2 (κ) | loss, κ rule | loss, no κ | best LR × (κ) |", "|---|---|---|---|---|---|---|---|"]
   best_mult = arms["κ rule, best of η_base×{½,1,2}"].set_index("batch_size").mult
-  no_kappa = arms["no κ"].set_index("batch_size").loss
+  no_kappa = arms["no κ"].set_index("batch_size")
   for r in arms["κ rule, η_base"].itertuples():
-    rows.append(f"| {r.batch_size:.0f} | {r.steps} | {r.kappa:.3g} | {r.lr_resolved:.4g} | {r.b2:.4f} | {r.loss:.4f} | "
-                f"{no_kappa.get(r.batch_size, math.nan):.4f} | {best_mult.get(r.batch_size, math.nan):g} |")
+    n = no_kappa.loc[r.batch_size] if r.batch_size in no_kappa.index else None
+    rows.append(f"| {r.batch_size:.0f} | {r.steps} | {r.kappa:.3g} | {r.lr_resolved:.4g} | {r.b2:.4f} | "
+                f"{r.loss:.4f} ± {r.half_range:.4f} | " + (f"{n.loss:.4f} ± {n.half_range:.4f}" if n is not None else "-")
+                + f" | {best_mult.get(r.batch_size, math.nan):g} |")
+  rows.append(f"\nLosses: mean over {int(df.seeds.min())}–{int(df.seeds.max())} seed(s) ± half their range.")
   crit_text = {n: (f"≈ {c['batch_crit']:.1f}" if c["batch_crit"] else f"not reached (censored above {c['batch_max']:.0f})")
                for n, c in crit.items()}
   summary = [f"- B_crit (first B past the best whose loss exceeds it by > {TOLERANCE:.0%}, interpolated in log B): "

@@ -39,6 +39,7 @@ def test_specs_plan_a_16x_batch_range_at_one_budget_with_and_without_kappa(lab, 
     assert h["resolved"]["sde"]["kappa"] == pytest.approx(kappa)
     assert h["lr"] == pytest.approx(c.optim.lr * math.sqrt(kappa)) and h["b2"] == pytest.approx(c.optim.b2 ** kappa)
   assert {c.optim.lr / LR_BASE for c in cfgs if not c.sde.enabled} == {1.0}
+  assert {c.train.seed for c in cfgs} == ({0, 1} if scale == "default" else {0})
   mults = {round(c.optim.lr / LR_BASE, 6) for c in cfgs if c.sde.enabled}
   assert mults == ({0.5, 1.0, 2.0} if scale == "default" else {1.0})
   groups = {}
@@ -81,23 +82,26 @@ def test_analysis_recovers_planted_gamma_lr_base_and_b_crit(lab, tmp_path):
   assert fit["free"]["batch_exponent"] == pytest.approx(0.5, abs=1e-6) and fit["tokens_base"] == d_base
 
   def batch_loss(c, d):
+    noise = 0.01 * c.train.seed   # seeds 0 and 1: mean +0.005, half-range 0.005
     if not c.sde.enabled:
-      return 3.0 + 0.1 * math.log2(c.batch.logical / 4)   # degrades steadily without κ
-    return kappa_loss(c.batch.logical) + 0.02 * abs(math.log2(c.optim.lr / fit["lr_base"]))   # best at ×1
+      return 3.0 + 0.1 * math.log2(c.batch.logical / 4) + noise   # degrades steadily without κ
+    return kappa_loss(c.batch.logical) + 0.02 * abs(math.log2(c.optim.lr / fit["lr_base"])) + noise   # best at ×1
 
   current = make_plan(lab.batch_spec(ctx, fit))
   write_runs(current, ctx.sweep_dir("batch"), batch_loss)
   stale = make_plan(lab.batch_spec(ctx, {**fit, "lr_base": 3 * fit["lr_base"]}))   # a previous η_base: ignored
   write_runs(type(stale)(stale.spec, stale.runs[:2], 0), ctx.sweep_dir("batch"), lambda c, d: 1.0)
   res = lab.results(ctx)
-  assert len(res["df"]) == 20
+  assert len(res["df"]) == 20 and set(res["df"].seeds) == {2}   # 5 batches × 4 settings, 2 seeds each
+  np.testing.assert_allclose(res["df"].half_range, 0.005)
   kappa_arm = res["arms"]["κ rule, η_base"]
-  np.testing.assert_allclose(kappa_arm.loss, [kappa_loss(b) for b in (4, 8, 16, 32, 64)])
+  np.testing.assert_allclose(kappa_arm.loss, [kappa_loss(b) + 0.005 for b in (4, 8, 16, 32, 64)])
   assert list(res["arms"]["κ rule, best of η_base×{½,1,2}"].mult) == [1.0] * 5
-  # Threshold 1.01·3.0 is crossed between B = 16 (3.0) and 32 (3.15): log-linear interpolation by hand.
-  assert res["crit"]["κ rule, η_base"]["batch_crit"] == pytest.approx(16 * 2 ** (0.03 / 0.15))
+  # Threshold 1.01·3.005 is crossed between B = 16 (3.005) and 32 (3.155): log-linear interpolation by hand.
+  threshold = 1.01 * 3.005
+  assert res["crit"]["κ rule, η_base"]["batch_crit"] == pytest.approx(16 * 2 ** ((threshold - 3.005) / 0.15))
   assert res["spread"]["κ rule, η_base"] == pytest.approx(0.3) and res["spread"]["no κ"] == pytest.approx(0.4)
-  assert res["crit"]["no κ"]["batch_crit"] == pytest.approx(4 * 2 ** (0.03 / 0.1))
+  assert res["crit"]["no κ"]["batch_crit"] == pytest.approx(4 * 2 ** ((threshold - 3.005) / 0.1))
   report = lab.report(ctx)
   assert report.clean and (ctx.figures / "loss_vs_batch.png").stat().st_size > 1000
   assert any(f"γ = **{GAMMA:.3f}" in body for _, body in report.sections)
