@@ -17,6 +17,7 @@ CI_GRID = {"product": [{"zip": {"size": [32, 48], "flops": [1.0e11, 2.0e11]}}, {
                        {"seed": [0]}]}   # 12 runs, ~2-3 min on 2 cores
 MODALITIES = ("text", "image", "audio")
 MEAN = "mean"          # the unweighted mean of the three modalities' losses: the mixture's objective
+N_STARTS = 128         # random L-BFGS starts per law fit
 EXTRAPOLATE = 10.0     # also predict the optimum at 10x the larger scale's N and D (joint law only moves it)
 
 
@@ -66,7 +67,7 @@ def fit_laws(data: dict) -> dict:
   from analysis.mixture import layout   # pylint: disable=import-outside-toplevel
   out = {}
   for target, table in data.items():
-    out[target] = {form: fit_mixture_law(table, form) for form in ("additive", "joint")
+    out[target] = {form: fit_mixture_law(table, form, n_starts=N_STARTS) for form in ("additive", "joint")
                    if len(table) >= len(layout(form, len(MODALITIES))) + 1}
   return out
 
@@ -87,6 +88,13 @@ def report(ctx) -> Report:
   rep = Report("Mixing lab: modality mixture ratios and a mixture law",
                "Question: which token shares (text, image, audio) minimise the mean validation loss of the three "
                "modalities, and does the optimum drift with scale?")
+  best = laws[MEAN].get("joint") or laws[MEAN]["additive"]
+  drift = optima(best, points)
+  rep.add("Answer: predicted optimal mixture (mean loss)",
+          f"From the {best.form} law fitted to the mean of the three modalities' losses"
+          + (" (the joint law's scale terms depend on the mixture, so its optimum can drift)" if best.form == "joint"
+             else " (the additive law's optimum cannot depend on scale)") + ":\n\n"
+          + _optima_table(drift, best.domains))
   rep.add("Observed: best grid mixture per scale", _observed(data, points[:-1]))
   for target, forms in laws.items():
     for form, law in forms.items():
@@ -94,8 +102,6 @@ def report(ctx) -> Report:
       if warnings and target == MEAN:
         rep.clean = False
       rep.add(f"{form.capitalize()} law: {target}", _law_section(law, optima(law, points), warnings))
-  best = laws[MEAN].get("joint") or laws[MEAN]["additive"]
-  drift = optima(best, points)
   fig = figures.mixture_plot(best, data[MEAN], drift)
   rep.figure(f"Mixture law ({best.form}) on the mean loss", figures.save(fig, ctx.figures / "mixture_law"),
              "Left: observed vs predicted mean loss (colour: text share). Right: the law's optimal shares at the two "
@@ -121,9 +127,13 @@ def _observed(data, points) -> str:
 
 def _law_section(law, opt: list[dict], warnings: list) -> str:
   params = ", ".join(f"{k} = {v:.4g}" for k, v in law.params.items())
-  rows = [f"| {o['params']:.3g} | {o['tokens']:.3g} | " + " / ".join(f"{o['mixture'][m]:.3f}" for m in law.domains)
-          + f" | {o['loss']:.4f} |" for o in opt]
   return (f"Parameters: {params}. Status {law.diagnostics['status']}, residual rmse "
           f"{law.diagnostics['residuals'].get('rmse', float('nan')):.3g} (log loss), objective {law.objective:.3g}.\n\n"
-          "| N | D | optimal shares (" + "/".join(law.domains) + ") | predicted loss |\n|---|---|---|---|\n"
-          + "\n".join(rows) + ("\n\nWarnings:\n" + "\n".join(f"- {w}" for w in warnings) if warnings else ""))
+          + _optima_table(opt, law.domains)
+          + ("\n\nWarnings:\n" + "\n".join(f"- {w}" for w in warnings) if warnings else ""))
+
+
+def _optima_table(opt: list[dict], domains) -> str:
+  rows = [f"| {o['params']:.3g} | {o['tokens']:.3g} | " + " / ".join(f"{o['mixture'][m]:.3f}" for m in domains)
+          + f" | {o['loss']:.4f} |" for o in opt]
+  return "| N | D | optimal shares (" + "/".join(domains) + ") | predicted loss |\n|---|---|---|---|\n" + "\n".join(rows)
