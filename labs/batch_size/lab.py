@@ -11,6 +11,7 @@ import json
 import math
 
 import numpy as np
+from matplotlib import ticker
 from matplotlib.figure import Figure
 from scipy import stats
 
@@ -106,8 +107,9 @@ def _figure(df, arms: dict, crit: dict, stem):
   fig = Figure(figsize=(5.0, 3.5), layout="constrained")
   ax = fig.subplots()
   styles = {"κ rule, η_base": ("o-", "C0"), "κ rule, best of η_base×{½,1,2}": ("s:", "C0"), "no κ": ("o-", "C3")}
-  for name, curve in arms.items():
-    ax.plot(curve.batch_size, curve.loss, styles[name][0], color=styles[name][1], label=name)
+  for name, curve in arms.items():   # error bars: half the range over seeds
+    ax.errorbar(curve.batch_size, curve.loss, yerr=curve.half_range, fmt=styles[name][0], color=styles[name][1],
+                capsize=2, label=name)
   best = arms["κ rule, η_base"].loss.min()
   ax.axhspan(best, best * (1 + TOLERANCE), color="0.88", zorder=0, label=f"within {TOLERANCE:.0%} of the best (κ)")
   if crit["κ rule, η_base"]["batch_crit"]:
@@ -134,6 +136,7 @@ def _pilot_figure(fit: dict, stem):
     if (b, d) in optima:
       ax.axvline(optima[b, d], color=line.get_color(), ls=":", lw=1)
   ax.set_xscale("log")
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
   ax.set_xlabel("learning rate (no κ)")
   ax.set_ylabel("final eval NELBO (nats/token)")
   ax.legend(fontsize=7)
@@ -153,6 +156,11 @@ def results(ctx) -> dict:
           "no κ": fixed.sort_values("batch_size")}
   return {"fit": fit, "df": df, "arms": arms, "crit": {name: _crit(curve) for name, curve in arms.items()},
           "spread": {name: float(c.loss.max() - c.loss.min()) for name, c in arms.items()}}
+
+
+def _gap(arms) -> float:
+  both = arms["κ rule, η_base"].merge(arms["no κ"], on="batch_size", suffixes=("_kappa", "_fixed"))
+  return float((both.loss_kappa - both.loss_fixed).mean())
 
 
 def report(ctx) -> Report:
@@ -189,14 +197,17 @@ def report(ctx) -> Report:
     rows.append(f"| {r.batch_size:.0f} | {r.steps} | {r.kappa:.3g} | {r.lr_resolved:.4g} | {r.b2:.4f} | "
                 f"{r.loss:.4f} ± {r.half_range:.4f} | " + (f"{n.loss:.4f} ± {n.half_range:.4f}" if n is not None else "-")
                 + f" | {best_mult.get(r.batch_size, math.nan):g} |")
-  rows.append(f"\nLosses: mean over {int(df.seeds.min())}–{int(df.seeds.max())} seed(s) ± half their range.")
+  seeds = "–".join(str(n) for n in sorted({int(df.seeds.min()), int(df.seeds.max())}))
+  rows.append(f"\nLosses: mean over {seeds} seed(s) ± half their range (the run-to-run noise).")
   crit_text = {n: (f"≈ {c['batch_crit']:.1f}" if c["batch_crit"] else f"not reached (censored above {c['batch_max']:.0f})")
                for n, c in crit.items()}
   summary = [f"- B_crit (first B past the best whose loss exceeds it by > {TOLERANCE:.0%}, interpolated in log B): "
              + "; ".join(f"{n}: **{t}**" for n, t in crit_text.items()) + ".",
              f"- Loss spread (max − min) across B = {df.batch_size.min():.0f}…{df.batch_size.max():.0f} "
              f"({df.batch_size.max() / df.batch_size.min():.0f}×): " + "; ".join(f"{n}: {s:.4f} nats" for n, s in
-                                                                                  spread.items()) + "."]
+                                                                                  spread.items()) + ".",
+             f"- κ rule minus no κ (η_base), mean over B: {_gap(arms):+.4f} nats; typical seed half-range "
+             f"{df.half_range.median():.4f} nats."]
   rep.figure("Loss vs batch size", _figure(df, arms, crit, ctx.figures / "loss_vs_batch"),
              "Final eval loss at a fixed token budget; the grey band is within the B_crit tolerance of the κ arm's best.")
   rep.add("Numbers", "\n".join(rows + [""] + summary))
