@@ -172,8 +172,9 @@ def _prediction_section(ctx, data, budget) -> str:
            "accounting. Observed L* is the largest budget's isoFLOP parabola vertex (or its best run when the "
            "vertex is not interior).", "",
            "| modality | predicted L* | (6ND closed form) | observed L* | how | relative error |", "|---|---|---|---|---|---|"]
-  for m, p in pred["modalities"].items():
-    if m not in data or not (np.abs(np.log(data[m].column("flops") / budget)) < 0.05).any():
+  for m in data:
+    p = pred["modalities"][m]
+    if not (np.abs(np.log(data[m].column("flops") / budget)) < 0.05).any():
       lines.append(f"| {m} | {p['optimum']['loss']:.4f} | {p['optimum_6nd']['loss']:.4f} | not run yet | | |")
       continue
     obs = observed_optimum(data[m], budget)

@@ -2,7 +2,7 @@
 bands, and the pre-registered prediction against the largest budget's runs."""
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter
 
 from analysis import figures
 from analysis.objective import loss_surface
@@ -20,6 +20,15 @@ def _law_along_budget(params: dict, table, budget: float, n_grid):
   return loss_surface(params, n_grid, budget / np.exp(per_token))
 
 
+def _label_params(ax):
+  """Compact N labels (100k, 200k, 500k, 1M) on major and minor ticks: profiles span less than a decade."""
+  def label(v, _):
+    mantissa = v / 10 ** np.floor(np.log10(v))
+    return (f"{v / 1e6:g}M" if v >= 1e6 else f"{v / 1e3:g}k") if round(mantissa, 6) in (1, 2, 5) else ""
+  ax.xaxis.set_major_formatter(FuncFormatter(label))
+  ax.xaxis.set_minor_formatter(FuncFormatter(label))
+
+
 @figures.styled
 def profiles(data: dict, fits: dict, budgets) -> Figure:
   """Loss vs total parameters, one colour per budget, with the Approach 3 fit (all budgets) along each budget."""
@@ -34,7 +43,7 @@ def profiles(data: dict, fits: dict, budgets) -> Figure:
       grid = np.geomspace(rows["params"].min(), rows["params"].max(), 60)
       ax.plot(grid, _law_along_budget(fits[m].params, table, c, grid), color=colour, lw=0.8)
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _label_params(ax)
     ax.set_title(m)
     ax.set_xlabel("parameters N (total)")
   axes[0].set_ylabel("validation loss (nats/token)")
@@ -71,7 +80,8 @@ def prediction(data: dict, pred: dict, curves: dict) -> Figure:
   """The largest budget: its runs (observed), the law fitted before they ran (dashed) and its predicted optimum."""
   budget = pred["budget"]
   fig, axes = _panels(len(pred["modalities"]))
-  for ax, (m, p) in zip(axes, pred["modalities"].items()):
+  for ax, m in zip(axes, data):
+    p = pred["modalities"][m]
     table = data[m]
     rows = table.df[np.abs(np.log(table.df["flops"] / budget)) < 0.05]
     if not rows.empty:
@@ -84,7 +94,7 @@ def prediction(data: dict, pred: dict, curves: dict) -> Figure:
     ax.plot(opt["params"], opt["loss"], marker="*", ms=8, color=figures.PALETTE[1], mec="black", mew=0.4,
             ls="none", label="predicted L*")
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _label_params(ax)
     ax.set_title(m)
     ax.set_xlabel("parameters N (total)")
   axes[0].set_ylabel(f"validation loss at C = {budget:.2g}")
