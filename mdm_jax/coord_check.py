@@ -5,7 +5,9 @@ The μP/CompleteP test of a parametrisation (Yang et al.; Dey et al. §5): train
 the RMS of the residual stream after the embedding and after each block, and of the logits ("activation"), and the
 RMS of their change since initialisation ("update"). Under CompleteP the curves are flat in width; under SP (fixed
 init std and LR) they drift. Heads keep a fixed head dim, d_ff = 4·d, gradient clipping is off (it would hide the
-drift), and the depth is the base depth, so only width varies.
+drift), and the depth is the base depth, so only width varies. As in the μP coordinate check, the RMS is averaged
+over a few initialisation seeds (trained side by side in the same program): one seed's small-width trajectory is
+noisy enough to move a layer's RMS by ~2× at widths 64–128.
 
   python -m mdm_jax.coord_check --out labs/transfer/figures   # coord_check.json + coord_check.png/.pdf
 """
@@ -29,13 +31,14 @@ _FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensiv
 
 
 def config_for(parametrization: str, width: int, *, depth: int = 2, base_width: int = 64, head_dim: int = 16,
-               seq_len: int = 32, batch: int = 4, steps: int = 4, lr: float = 1e-2, overrides=()) -> Config:
+               seq_len: int = 32, batch: int = 4, steps: int = 4, lr: float = 1e-2, seed: int = 0,
+               overrides=()) -> Config:
   return load_config("tiny", [
       f"model.d_model={width}", f"model.n_heads={width // head_dim}", f"model.d_ff={4 * width}",
       f"model.n_layers={depth}", f"data.seq_len={seq_len}", f"batch.logical={batch}", f"batch.physical={batch}",
       f"train.steps={steps}", f"optim.lr={lr}", "optim.warmup=0", "optim.lr_schedule=constant", "optim.grad_clip=0",
       f"param.parametrization={parametrization}", f"param.base_width={base_width}", f"param.base_depth={depth}",
-      *overrides])
+      f"train.seed={seed}", *overrides])
 
 
 def merged(graphdef, params, forward_mults: dict | None = None):
@@ -108,12 +111,13 @@ def _stack(trees):
 
 
 def run_width(cfgs: list[Config], packed: pipeline.PackedText, verify: bool = False) -> list[dict]:
-  """Train every config (same width, different parametrisation) in lockstep on the same real-text batches;
-  activation/update RMS per layer before and after every step. `verify` checks the probe against model.apply."""
+  """Train every config (same width; parametrisations and init seeds differ) in lockstep on the same real-text
+  batches; activation/update RMS per layer before and after every step. `verify` checks the probe against
+  model.apply."""
   cfg = cfgs[0]
   # Eager init with the cheap-to-compile rbg PRNG: kernels compile per shape, shared by the parametrisations.
-  key = jax.random.key(cfg.train.seed, impl="rbg")
-  inits = [model.init(c.model, c.vocab_size, key, parametrization.multipliers(c)) for c in cfgs]
+  inits = [model.init(c.model, c.vocab_size, jax.random.key(c.train.seed, impl="rbg"), parametrization.multipliers(c))
+           for c in cfgs]
   optimizer = optim.make_optimizer(inits[0][1])
   state = _stack([optim.init_state(params, optim.hyperparams(c), optimizer) for c, (_, params) in zip(cfgs, inits)])
   forward_mults = _stack([{k: np.float32(v) for k, v in parametrization.forward(c).items()} for c in cfgs])
@@ -145,21 +149,27 @@ def run_width(cfgs: list[Config], packed: pipeline.PackedText, verify: bool = Fa
            "train_loss": [float(x[r]) for x in losses]} for r in range(len(cfgs))]
 
 
-def check(widths=WIDTHS, parametrizations=PARAMETRIZATIONS, **kw) -> list[dict]:
-  """Coordinate check, one result per parametrisation: per width, per step, per layer RMS (module docstring)."""
+def check(widths=WIDTHS, parametrizations=PARAMETRIZATIONS, seeds=(0, 1, 2), **kw) -> list[dict]:
+  """Coordinate check, one result per parametrisation: per width, per step, per layer RMS averaged over the init
+  seeds (module docstring); `by_seed` keeps each seed's [W, T+1, L] activation RMS."""
   t0 = time.perf_counter()
   runs, packed = {}, None
+  members = [(p, s) for p in parametrizations for s in seeds]
   for width in widths:
-    cfgs = [config_for(p, width, **kw) for p in parametrizations]
+    cfgs = [config_for(p, width, seed=s, **kw) for p, s in members]
     packed = packed or pipeline.load_packed_text(cfgs[0])   # the data config is the same at every width
     runs[width] = run_width(cfgs, packed, verify=width == max(widths))
   layers = list(runs[widths[0]][0]["act_rms"][0])
   out = []
-  for r, p in enumerate(parametrizations):
-    pick = lambda key: [[[row[layer] for layer in layers] for row in runs[w][r][key]] for w in widths]
-    out.append({"parametrization": p, "widths": list(widths), "layers": layers, "steps": len(runs[widths[0]][r][
-        "act_rms"]) - 1, "config": kw, "seconds": time.perf_counter() - t0, "act_rms": pick("act_rms"),
-        "update_rms": pick("update_rms"), "train_loss": [runs[w][r]["train_loss"] for w in widths]})   # [W, T+1, L]
+  for p in parametrizations:
+    rows = [r for r, m in enumerate(members) if m[0] == p]
+    pick = lambda key, r: [[[row[layer] for layer in layers] for row in runs[w][r][key]] for w in widths]
+    mean = lambda key: np.mean([pick(key, r) for r in rows], axis=0).tolist()   # [W, T+1, L]
+    out.append({"parametrization": p, "widths": list(widths), "layers": layers, "seeds": list(seeds),
+                "steps": len(runs[widths[0]][rows[0]]["act_rms"]) - 1, "config": kw,
+                "seconds": time.perf_counter() - t0, "act_rms": mean("act_rms"), "update_rms": mean("update_rms"),
+                "by_seed": {"act_rms": [pick("act_rms", r) for r in rows]},
+                "train_loss": np.mean([[runs[w][r]["train_loss"] for w in widths] for r in rows], axis=0).tolist()})
   return out
 
 
@@ -193,7 +203,8 @@ def plot(results: list[dict], stem: str | pathlib.Path) -> list[pathlib.Path]:
       ax.set_title(title, fontsize=9)
       ax.set_xlabel("width d")
       if col == 0:
-        ax.set_ylabel(f"RMS after {res['steps']} steps" if row == 0 else "RMS of change since init")
+        seeds = f", mean of {len(res['seeds'])} seeds" if len(res.get("seeds", ())) > 1 else ""
+        ax.set_ylabel(f"RMS after {res['steps']} steps{seeds}" if row == 0 else "RMS of change since init")
   axes[0, 0].legend(fontsize=7)
   fig.tight_layout()
   stem = pathlib.Path(stem)
@@ -212,9 +223,10 @@ def main(argv=None) -> int:
   parser.add_argument("--widths", default=",".join(map(str, WIDTHS)))
   parser.add_argument("--steps", type=int, default=4)
   parser.add_argument("--lr", type=float, default=1e-2)
+  parser.add_argument("--seeds", type=int, default=3, help="init seeds the RMS is averaged over")
   args = parser.parse_args(argv)
   widths = tuple(int(w) for w in args.widths.split(","))
-  results = check(widths, steps=args.steps, lr=args.lr)
+  results = check(widths, seeds=tuple(range(args.seeds)), steps=args.steps, lr=args.lr)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   runio.write_text_atomic(out / "coord_check.json", json.dumps(results, indent=1))
