@@ -142,7 +142,9 @@ def run_width(cfgs: list[Config], packed: pipeline.PackedText, verify: bool = Fa
     for r, (graphdef, _) in enumerate(inits):
       params = jax.tree.map(lambda x: np.asarray(x)[r], state["params"])
       logits = jax.jit(lambda p, g=graphdef: model.apply(g, p, probe_BxL))(params)
-      np.testing.assert_allclose(np.asarray(acts["logits"])[r], np.asarray(logits), rtol=1e-4, atol=1e-6,
+      # Separately compiled programs sum in different orders: float32 round-off scales with the logits' magnitude.
+      scale = float(np.abs(np.asarray(logits)).max())
+      np.testing.assert_allclose(np.asarray(acts["logits"])[r], np.asarray(logits), rtol=1e-4, atol=2e-5 * scale,
                                  err_msg="coord_check probe no longer matches model.apply")
   per_run = lambda key, r: [{k: float(v[r]) for k, v in row[key].items()} for row in rows]
   return [{"act_rms": per_run("act_rms", r), "update_rms": per_run("update_rms", r),
