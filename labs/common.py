@@ -4,6 +4,7 @@ A lab is a folder (labs/NAME/, or your copy of one) holding `lab.py` and its swe
 
     def run(ctx: LabContext) -> None        # plan and train (resumable); may call ctx.sweep(...) several times
     def report(ctx: LabContext) -> Report   # fit and draw from finished runs only; no training
+    RUNNER = "vmap"                         # optional: the runner used when --runner is not given
 
 `mdm-lab lab run LAB --out DIR` calls both; `mdm-lab lab report LAB --out DIR` calls only `report`. Labs read a
 scale ("default", or "ci" for the reduced end-to-end test) from `ctx.scale` and choose their grid by it.

@@ -15,7 +15,8 @@ def register(subparsers) -> None:
     q.add_argument("--out", required=True, help="output directory (sweeps/, figures/, report.md)")
     q.add_argument("--scale", choices=("default", "ci"), default="default",
                    help="ci: the reduced grid used by the end-to-end test")
-  run.add_argument("--runner", choices=RUNNERS, default="inprocess")
+  run.add_argument("--runner", choices=RUNNERS, default=None,
+                   help="default: the lab's RUNNER (e.g. vmap for many equal-shape runs), else inprocess")
   run.add_argument("--workers", type=int, default=0, help="processes/ray runners: runs in flight")
   run.add_argument("--group-size", type=int, default=8, help="vmap runner: runs trained as one program")
   run.add_argument("--no-progress", action="store_true", help="no live progress bars")
@@ -42,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
   if args.workers < 0 or args.group_size <= 0:
     raise UserError("--workers/--group-size", "must be >= 0 / > 0")
   lab = common.load_lab(args.lab)
-  ctx = _context(args, runner=args.runner, workers=args.workers, group_size=args.group_size,
+  ctx = _context(args, runner=args.runner or getattr(lab, "RUNNER", "inprocess"), workers=args.workers, group_size=args.group_size,
                  progress=not args.no_progress)
   start = time.time()
   try:

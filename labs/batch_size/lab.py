@@ -6,7 +6,6 @@ B = 4…64 sequences (physical = logical), with the κ rule at η_base × {½, 1
 plots final loss vs B for both arms and marks B_crit (`analysis.batchlaws.critical_batch_sizes`): the claim is a
 flat loss below B_crit with κ and a degraded one without. Runs of equal shape train as one vmapped program.
 """
-import dataclasses
 import json
 import math
 
@@ -20,6 +19,7 @@ from labs.report import Report
 from mdm_jax.errors import UserError
 from sweeps.plan import make_plan
 
+RUNNER = "vmap"   # equal-shape runs (one batch size): one vmapped program each
 B_BASE, TOLERANCE = 16, 0.01
 CI_GRIDS = {   # --scale ci: the same two stages on a reduced grid (D_base = 16,384 tokens, ~2–3 min)
     "pilot": {"product": [{"zip": {"batch": [4, 16], "physical_batch": [4, 16], "train.eval_batches": [16, 4]}},
@@ -28,10 +28,6 @@ CI_GRIDS = {   # --scale ci: the same two stages on a reduced grid (D_base = 16,
                                    "train.eval_batches": [16, 4, 1]}}, {"tokens": [16384]},
                           {"union": [{"sde.enabled": [True], "lr": [1.0e-2]}, {"sde.enabled": [False], "lr": [1.0e-2]}]}]},
 }
-
-
-def _runner(ctx):
-  return ctx.runner if ctx.runner != "inprocess" else "vmap"   # equal-shape runs: one vmapped program per batch
 
 
 def _spec(ctx, name: str, **edits):
@@ -76,7 +72,6 @@ def batch_spec(ctx, fit: dict):
 
 
 def run(ctx) -> None:
-  ctx = dataclasses.replace(ctx, runner=_runner(ctx))
   ctx.sweep("pilot", _spec(ctx, "pilot"))
   ctx.sweep("batch", batch_spec(ctx, pilot_fit(ctx)))
 
