@@ -163,6 +163,7 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
                         edgecolors=["k" if r["eligible"] else "none" for r in pts])
     ax.axhline(mine[0]["baseline_score"], ls="--", c="grey")
     ax.set(xscale="log", xlabel="model calls (NFE)", ylabel=labels[m], title=m)
+    ax.set_xticks(sorted({r["steps"] for r in mine}))   # the step budgets swept: a log axis may show no decade
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
     if m == "text":
