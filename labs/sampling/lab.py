@@ -23,15 +23,15 @@ CI = {"train.steps": 30, "train.eval_every": 30, "train.checkpoint_every": 30, "
 
 def grid(modality: str, slots: int, quick: bool):
   """The lab's grid: the axes of the CLI's full grid (`mdm-lab sample-sweep`) with about a quarter of its model
-  calls (≈ 4.6 per slot): top-k at 1/8, 1/4, 1/2 of a call per slot × T ∈ {0, 0.7, 1}; random at 1/4 and 1/2;
-  threshold λ ∈ {0.7, 0.9} on half a call per slot; text adds semi-AR blocks of 32 slots."""
+  calls (≈ 5.4 per slot): top-k at 1/8, 1/4, 1/2 of a call per slot × T ∈ {0, 0.7, 1}; random at 1/4 and 1/2
+  × T ∈ {0.7, 1}; threshold λ ∈ {0.7, 0.9} on half a call per slot; text adds semi-AR blocks of 32 slots."""
   from mdm_jax.sampling import defaults   # pylint: disable=import-outside-toplevel
   from mdm_jax.sampling.samplers import SamplerSpec   # pylint: disable=import-outside-toplevel
   if quick:
     return defaults.grid(modality, slots, quick=True)
   eighth, quarter, half = sorted({max(1, round(slots * f)) for f in (0.125, 0.25, 0.5)} | {1, 2})[-3:]
   specs = [SamplerSpec("topk", s, t) for s in (eighth, quarter, half) for t in (0.0, 0.7, 1.0)]
-  specs += [SamplerSpec("random", s, 1.0) for s in (quarter, half)]
+  specs += [SamplerSpec("random", s, t) for s in (quarter, half) for t in (0.7, 1.0)]
   specs += [SamplerSpec("threshold", half, 0.7, lam) for lam in (0.7, 0.9)]
   if modality == "text" and slots > 32 and quarter >= math.ceil(slots / 32):   # semi-AR blocks of 32 slots
     specs.append(SamplerSpec("topk", quarter, 0.7, block_length=32))
