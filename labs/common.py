@@ -112,7 +112,8 @@ def sweep_facts(out: pathlib.Path) -> dict:
     facts["by_status"][run.get("status")] = facts["by_status"].get(run.get("status"), 0) + 1
     final = run.get("final") or {}
     facts["train_flops"] += float(final.get("flops") or 0.0)
-    facts["run_seconds"] += float(run.get("wall_time") or 0.0)
+    # a vmapped group's members each record the group's wall time: count a member's share of it
+    facts["run_seconds"] += float(run.get("wall_time") or 0.0) / max(int(run.get("group_size") or 1), 1)
     facts["hardware"] = facts["hardware"] or run.get("hardware")
     facts["versions"] = facts["versions"] or run.get("versions")
   return facts
