@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow   # minutes of training: run once per CI (Python 3.11), see .ci/run
+
 LAB = pathlib.Path(__file__).parents[2] / "labs" / "quickstart"
 ROOT = LAB.parents[1]
 

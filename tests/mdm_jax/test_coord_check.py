@@ -1,9 +1,11 @@
 """The coordinate check: flat activation RMS across widths 64→1024 under CompleteP, drifting under SP."""
 import numpy as np
+import pytest
 
 from mdm_jax import coord_check
 
 
+@pytest.mark.slow   # a 1024-wide model, 3 seeds: ~1 min CPU
 def test_completep_is_flat_in_width_and_sp_drifts(tmp_path):
   # The two ends of 64→1024 (labs/transfer/figures/coord_check.png has every width); also checks the probe vs
   # model.apply. RMS is the mean over 3 init seeds: one seed moves a small-width layer's RMS by up to ~2×.
