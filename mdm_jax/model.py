@@ -151,7 +151,38 @@ class SwiGLU(nnx.Module):
     self.w_down = _param(rngs, (f, d), mult.init_std("w_down"), ("mlp", "embed"))
 
   def __call__(self, x_BxLxD):
-    return dense(swiglu(dense(x_BxLxD, self.w_gate[...]), dense(x_BxLxD, self.w_up[...])), self.w_down[...])
+    b, l, d = x_BxLxD.shape
+    return swiglu_mlp(x_BxLxD.reshape(b * l, d), self.w_gate[...], self.w_up[...], self.w_down[...]).reshape(b, l, d)
+
+
+@jax.custom_vjp
+def swiglu_mlp(x_NxD, w_gate_DxF, w_up_DxF, w_down_FxD):
+  """(silu(x W_gate) · x W_up) W_down on 2-D [tokens, d] activations. Custom VJP: saves only x, gate and up (the
+  product is recomputed elementwise in the backward), so each layer keeps 2 [N, F] buffers instead of 5; every
+  backward matmul is a plain 2-D dot."""
+  return _swiglu_mlp_fwd(x_NxD, w_gate_DxF, w_up_DxF, w_down_FxD)[0]
+
+
+def _swiglu_mlp_fwd(x, w_gate, w_up, w_down):
+  gate, up = x @ w_gate, x @ w_up
+  return swiglu(gate, up) @ w_down, (x, gate, up, w_gate, w_up, w_down)
+
+
+def _swiglu_mlp_bwd(res, d_out):
+  x, gate, up, w_gate, w_up, w_down = res
+  # The barrier (tied to d_out) keeps the recomputation here: without it XLA CSEs it with the forward's or hoists
+  # it into the forward, and the sigmoid, silu and product stay alive until here (3 more [N, F] buffers per layer).
+  gate, up, d_out = jax.lax.optimization_barrier((gate, up, d_out))
+  sig = jax.nn.sigmoid(gate)
+  silu = gate * sig
+  d_hidden = d_out @ w_down.T
+  d_gate = d_hidden * up * sig * (1.0 + gate * (1.0 - sig))
+  d_up = d_hidden * silu
+  d_x = d_gate @ w_gate.T + d_up @ w_up.T
+  return d_x, x.T @ d_gate, x.T @ d_up, (silu * up).T @ d_out
+
+
+swiglu_mlp.defvjp(_swiglu_mlp_fwd, _swiglu_mlp_bwd)
 
 
 class Block(nnx.Module):

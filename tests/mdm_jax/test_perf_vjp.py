@@ -24,6 +24,10 @@ def plain_swiglu(gate, up):
   return jax.nn.silu(gate) * up
 
 
+def plain_swiglu_mlp(x, w_gate, w_up, w_down):
+  return (jax.nn.silu(x @ w_gate) * (x @ w_up)) @ w_down
+
+
 def plain_cross_entropy(logits, targets, mask_id):
   never_mask = jnp.where(jnp.arange(logits.shape[-1]) == mask_id, -jnp.inf, 0.0)
   lse = jax.nn.logsumexp(logits + never_mask, axis=-1)
@@ -56,6 +60,11 @@ def test_swiglu_matches_autodiff():
   _check_vjp(model.swiglu, plain_swiglu, (gate, up), 2)
 
 
+def test_swiglu_mlp_matches_autodiff_for_input_and_all_three_weights():
+  x, wg, wu, wd = _normal(jax.random.key(8), (48, 16), (16, 40), (16, 40), (40, 16))
+  _check_vjp(jax.jit(model.swiglu_mlp), plain_swiglu_mlp, (x, wg, wu, wd), 4)
+
+
 def test_cross_entropy_matches_autodiff_with_the_mask_logit_excluded():
   mask_id = 5
   (logits,) = _normal(jax.random.key(2), (3, 7, 11), scale=4.0)
@@ -81,6 +90,7 @@ def test_whole_model_gradient_matches_the_plain_formulation(monkeypatch):
   fast_value, fast_grads = jax.value_and_grad(loss)(params)
   monkeypatch.setattr(model, "attention_core", plain_attention)
   monkeypatch.setattr(model, "swiglu", plain_swiglu)
+  monkeypatch.setattr(model, "swiglu_mlp", plain_swiglu_mlp)
   monkeypatch.setattr(diffusion, "_cross_entropy", plain_cross_entropy)
   plain_value, plain_grads = jax.value_and_grad(loss)(params)
   assert_close(fast_value, plain_value)
