@@ -1,7 +1,7 @@
 """Quickstart: a small isoFLOP study on the embedded Shakespeare; compute-optimal N*(C), D*(C) with bootstrap CIs.
 
 Question: for a masked-diffusion language model, how should a training budget C be split between parameters N and
-tokens D? Recipe (Hoffmann et al. 2022; METHOD.md §5): isoflop.yaml trains five sizes around a guessed N*(C) at
+tokens D? Recipe (Hoffmann et al. 2022; METHOD.md §5): isoflop.yaml trains four sizes around a guessed N*(C) at
 each of three budgets, each run's steps derived from C by the trainer's FLOP accounting. Approach 2 fits a parabola
 in log N per budget and power laws N* ∝ C^a, D* ∝ C^b through the vertices; Approach 3 and VPNLS fit
 L(N, D) = E + A/N^α + B/D^β to every run. Bootstrap over runs gives percentile CIs. A budget whose minimum sits at
@@ -28,7 +28,7 @@ APPROACH2 = {"budget_precision": 2}   # budgets to 2 significant figures: 1.5e11
 N_BOOTSTRAP = {"default": 1000, "ci": 200}
 METHODS = {"approach2": "Approach 2 (isoFLOP parabolas)", "approach3": "Approach 3 (parametric L(N, D))",
            "vpnls": "VPNLS (L(N, D) by variable projection)"}
-# Warnings about how well 15 runs pin down the five parameters of L(N, D) (E, A, B drift to a bound or past the start
+# Warnings about how well 12 runs pin down the five parameters of L(N, D) (E, A, B drift to a bound or past the start
 # grid when the irreducible loss is not identified): listed as notes; the bootstrap CIs of a and b carry them.
 IDENTIFIABILITY = ("is poorly identified", "the exponents have no standard error", "edge of the start grid",
                    "is on a bound", "collapsed towards 0")
