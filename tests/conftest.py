@@ -13,3 +13,15 @@ def _private_cache(tmp_path_factory):
   if "MDM_LAB_CACHE" not in os.environ:
     os.environ["MDM_LAB_CACHE"] = str(tmp_path_factory.mktemp("mdm-lab-cache"))
   yield
+
+
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory):
+  """A persistent JAX compile cache for the session, also inherited by the worker/rank processes tests start."""
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax-cache"))
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  import jax   # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  return os.environ["JAX_COMPILATION_CACHE_DIR"]

@@ -32,14 +32,8 @@ def cli_set(**extra) -> list[str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _compile_cache(tmp_path_factory):
-  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax-cache"))
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-  import jax
-  jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  yield
+def _compile_cache(compile_cache):   # tests/conftest.py: one cache shared with the processes these tests start
+  yield compile_cache
 
 
 def write_spec(directory: pathlib.Path, grid, name: str = "spec.yaml", **fields) -> pathlib.Path:
