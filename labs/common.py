@@ -61,8 +61,7 @@ class LabContext:
     if isinstance(spec, dict):
       import yaml   # pylint: disable=import-outside-toplevel
       spec = Spec(spec, self.lab_dir, yaml.safe_dump(spec, sort_keys=False))
-    opts = RunOptions(workers=self.workers or (2 if self.runner == "processes" else 0), group_size=self.group_size,
-                      cpus_per_run=0, processes_per_run=0)
+    opts = RunOptions(workers=self.workers, group_size=self.group_size, cpus_per_run=0, processes_per_run=0)
     out = self.sweep_dir(name)
     counts = run_sweep(spec, out, self.runner, opts, progress=self.progress)
     if counts.get("failed"):

@@ -40,11 +40,13 @@ def _run(args: argparse.Namespace) -> int:
   import time   # pylint: disable=import-outside-toplevel
   from labs import common   # pylint: disable=import-outside-toplevel
   from mdm_jax.errors import UserError   # pylint: disable=import-outside-toplevel
-  if args.workers < 0 or args.group_size <= 0:
-    raise UserError("--workers/--group-size", "must be >= 0 / > 0")
+  if args.workers < 0:
+    raise UserError("--workers", f"must be >= 0, got {args.workers}", "0 = the runner's default")
+  if args.group_size <= 0:
+    raise UserError("--group-size", f"must be > 0, got {args.group_size}")
   lab = common.load_lab(args.lab)
-  ctx = _context(args, runner=args.runner or getattr(lab, "RUNNER", "inprocess"), workers=args.workers, group_size=args.group_size,
-                 progress=not args.no_progress)
+  ctx = _context(args, runner=args.runner or getattr(lab, "RUNNER", "inprocess"), workers=args.workers,
+                 group_size=args.group_size, progress=not args.no_progress)
   start = time.time()
   try:
     lab.run(ctx)
@@ -68,7 +70,8 @@ def _write_report(lab, ctx) -> int:
 
 def _list(args: argparse.Namespace) -> int:
   del args
+  import ast   # pylint: disable=import-outside-toplevel
   for lab in sorted(pathlib.Path(__file__).parent.glob("*/lab.py")):
-    doc = (lab.read_text().split('"""')[1].strip().splitlines() or [""])[0] if '"""' in lab.read_text() else ""
-    print(f"labs/{lab.parent.name:16s} {doc}")
+    doc = ast.get_docstring(ast.parse(lab.read_text())) or ""
+    print(f"labs/{lab.parent.name:16s} {doc.splitlines()[0] if doc else ''}")
   return 0

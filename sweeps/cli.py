@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
   from sweeps.runners import RunOptions
   for name in ("workers", "group_size", "cpus_per_run", "processes_per_run", "stale_after"):
     _positive(getattr(args, name), "--" + name.replace("_", "-"))
-  opts = RunOptions(workers=args.workers or (2 if args.runner == "processes" else 0), group_size=args.group_size,
+  opts = RunOptions(workers=args.workers or 0, group_size=args.group_size,
                     worker_mode=args.worker_mode, ray_address=args.ray_address, cpus_per_run=args.cpus_per_run or 0,
                     processes_per_run=args.processes_per_run or 0, stale_after=args.stale_after)
   counts = run_sweep(args.spec, args.out, args.runner, opts, retries=args.retries, progress=not args.no_progress)
