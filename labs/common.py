@@ -86,11 +86,10 @@ def load_lab(path) -> types.ModuleType:
 
 def record_session(out: pathlib.Path, lab_dir: pathlib.Path, scale: str, runner: str, seconds: float) -> dict:
   """Appends one `lab run` session (wall time, runner, scale) to OUT/lab.json; returns the whole record."""
-  path = out / LAB_JSON
-  record = runio.read_json(path) if path.is_file() else {"lab": lab_dir.resolve().name, "sessions": []}
+  record = {"lab": lab_dir.resolve().name, **lab_record(out)}
   record["sessions"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - seconds)),
                              "seconds": round(seconds, 1), "runner": runner, "scale": scale})
-  runio.write_json_atomic(path, record)
+  runio.write_json_atomic(out / LAB_JSON, record)
   return record
 
 
