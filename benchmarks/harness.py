@@ -115,6 +115,7 @@ class ImplSpec:
   function: str
   kwargs: dict
   lib: str
+  env: dict = dataclasses.field(default_factory=dict)   # set in the worker's environment at spawn (e.g. glibc tunables)
 
 
 def sleep_step(step_s: float):
@@ -178,7 +179,13 @@ class Worker:
     ctx = mp.get_context("spawn")
     self._conn, child = ctx.Pipe()
     self._proc = ctx.Process(target=_worker_main, args=(child, spec), daemon=True)
-    self._proc.start()
+    saved = {k: os.environ.get(k) for k in spec.env}
+    os.environ.update(spec.env)   # a spawned child inherits the parent's environment at start
+    try:
+      self._proc.start()
+    finally:
+      for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     child.close()
     self.status, self.reason = None, None
 

@@ -6,7 +6,8 @@ Prints one JSON object per line: one per (name, impl), then one with the measure
 goes to stderr. Method: benchmarks/harness.py and shared/docs/CPU_PERF.md (one process per implementation,
 interleaved blocks ref/cand/ref, median over rounds of the step-time ratio, loaded blocks discarded and retried).
 
-Implementations: torch-compile (the reference), torch-eager (benchmarks/torch_reference.py), jax-probe
+Implementations: torch-compile (the reference), torch-eager (benchmarks/torch_reference.py), torch-compile+thp (the
+reference given mdm-lab's huge-page tunable, mdm_jax/hostmem.py), jax-probe
 (benchmarks/jax_probe.py, plain JAX) and mdm-lab, the lab's own step, which must provide:
 
   mdm_jax.bench.make_step(name_or_dims, batch: int, seq: int) -> (step_fn, state)
@@ -41,14 +42,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from benchmarks import harness  # noqa: E402  (stdlib-only imports; the workers load torch or jax)
 from benchmarks import sizes  # noqa: E402
+from mdm_jax import hostmem  # noqa: E402  (standard library only)
 from mdm_jax.errors import UserError  # noqa: E402
 
 REFERENCE = "torch-compile"
+# Each implementation runs as its users run it: mdm-lab's processes carry the huge-page tunable (mdm_jax.hostmem);
+# torch-compile+thp is torch.compile given the same tunable, to show what it alone is worth to torch.
+_THP = {"GLIBC_TUNABLES": hostmem.TUNABLE} if hostmem.wanted() else {}
 IMPLS = {
-    "torch-compile": ("benchmarks.torch_reference", "make_bench_step", {"compile": True}, "torch"),
-    "torch-eager": ("benchmarks.torch_reference", "make_bench_step", {"compile": False}, "torch"),
-    "jax-probe": ("benchmarks.jax_probe", "make_step", {}, "jax"),
-    "mdm-lab": ("mdm_jax.bench", "make_step", {}, "jax"),
+    "torch-compile": ("benchmarks.torch_reference", "make_bench_step", {"compile": True}, "torch", {}),
+    "torch-eager": ("benchmarks.torch_reference", "make_bench_step", {"compile": False}, "torch", {}),
+    "torch-compile+thp": ("benchmarks.torch_reference", "make_bench_step", {"compile": True}, "torch", _THP),
+    "jax-probe": ("benchmarks.jax_probe", "make_step", {}, "jax", {}),
+    "mdm-lab": ("mdm_jax.bench", "make_step", {}, "jax", _THP),
 }
 
 
@@ -85,12 +91,12 @@ def start_workers(size: str, impls: list[str]) -> tuple[list, list[dict]]:
   cfg = sizes.SIZES[size]
   workers, skipped = [], []
   for impl in impls:
-    module, function, extra, lib = IMPLS[impl]
+    module, function, extra, lib, env = IMPLS[impl]
     if importlib.util.find_spec(module.rsplit(".", 1)[0]) is None or importlib.util.find_spec(module) is None:
       skipped.append({"name": size, "impl": impl, "skipped": f"{module} is not importable"})
       continue
     kwargs = {"name_or_dims": size, "batch": cfg.batch, "seq": cfg.seq, **extra}
-    workers.append(harness.Worker(harness.ImplSpec(impl, module, function, kwargs, lib)))
+    workers.append(harness.Worker(harness.ImplSpec(impl, module, function, kwargs, lib, env)))
   ready = []
   for w in workers:
     if w.wait_ready() == "ok":

@@ -8,6 +8,7 @@ import argparse
 import importlib
 import sys
 
+from mdm_jax import hostmem
 from mdm_jax.errors import UserError
 
 _COMMAND_MODULES = ("mdm_jax.cli", "mdm_jax.data.cli", "mdm_jax.sampling.cli", "sweeps.cli", "analysis.cli",
@@ -29,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+  if argv is None:   # run as the `mdm-lab` program (not called from Python): restart once with huge pages on
+    hostmem.reexec_with_tunable()
   parser = build_parser()
   args = parser.parse_args(argv)
   try:

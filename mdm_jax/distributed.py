@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+from mdm_jax import hostmem
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -49,7 +51,8 @@ def launch_local(rank_argv, num_processes: int, logs: list[pathlib.Path], timeou
     try:
       for rank in range(num_processes):
         files.append(open(logs[rank], "ab"))
-        procs.append(subprocess.Popen(rank_argv(rank, port), stdout=files[-1], stderr=subprocess.STDOUT, env=env))
+        procs.append(subprocess.Popen(rank_argv(rank, port), stdout=files[-1], stderr=subprocess.STDOUT,
+                                      env=hostmem.child_env(env)))
       deadline = time.monotonic() + timeout
       for p in procs:
         p.wait(timeout=max(deadline - time.monotonic(), 1))

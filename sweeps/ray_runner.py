@@ -21,7 +21,8 @@ from sweeps.runners import Runner, RunOptions, worker_env
 
 # Passed to every task, so runs see the driver's platform, caches and (in tests) fault plan.
 _FORWARDED_ENV = ("JAX_PLATFORMS", "MDM_LAB_CACHE", "MDM_LAB_FAULTS", "JAX_COMPILATION_CACHE_DIR",
-                  "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "PYTHONPATH", "XLA_FLAGS", "MDM_LAB_PEAK_FLOPS")
+                  "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "PYTHONPATH", "XLA_FLAGS", "MDM_LAB_PEAK_FLOPS",
+                  "GLIBC_TUNABLES")   # huge pages for XLA's temp buffers (mdm_jax.hostmem), set by worker_env
 
 
 def _quiet_local_env(loopback: bool):

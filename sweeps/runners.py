@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+from mdm_jax import hostmem
 from sweeps import execute
 from sweeps.index import Index, Worker
 
@@ -143,8 +144,9 @@ class ProcessesRunner(Runner):
 
 
 def worker_env(sweep_dir: pathlib.Path) -> dict:
-  """Environment of worker processes: a persistent compile cache shared by all of them (kept if already set)."""
-  env = dict(os.environ)
+  """Environment of worker processes: a persistent compile cache shared by all of them (kept if already set) and
+  huge pages for XLA's temp buffers (mdm_jax.hostmem)."""
+  env = hostmem.child_env()
   env.setdefault("JAX_COMPILATION_CACHE_DIR", str(pathlib.Path(sweep_dir).absolute() / ".jax-cache"))
   env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   root = str(pathlib.Path(__file__).resolve().parent.parent)
