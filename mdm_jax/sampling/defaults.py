@@ -16,7 +16,6 @@ calls; none eligible: the most diverse setting); it is written to RUN_DIR/infere
 """
 import csv
 import dataclasses
-import json
 import math
 import pathlib
 import time
@@ -24,6 +23,7 @@ import time
 import jax
 import numpy as np
 
+from mdm_jax import runio
 from mdm_jax.data.vocab import MODALITIES
 from mdm_jax.sampling import decode, evaluate, reference, requests, runs, samplers
 from mdm_jax.sampling.heldout import HeldOut
@@ -137,7 +137,7 @@ def write_table(rows: list[dict], out_dir: pathlib.Path) -> None:
     writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-  (out_dir / "defaults.json").write_text(json.dumps({"rows": rows, "chosen": choose(rows)}, indent=1))
+  runio.write_json_atomic(out_dir / "defaults.json", {"rows": rows, "chosen": choose(rows)})
 
 
 def plot(rows: list[dict], path: pathlib.Path) -> None:
@@ -198,6 +198,6 @@ def sweep(loaded: runs.LoadedRun, out_dir, modalities=None, prompts: int = 8, pr
   plot(rows, out_dir / "defaults.png")
   chosen = choose(rows)
   if store:
-    (loaded.run_dir / runs.DEFAULTS_FILE).write_text(json.dumps(
-        {"defaults": chosen, "checkpoint_step": loaded.step, "table": str(out_dir / "defaults.csv")}, indent=1))
+    runio.write_json_atomic(loaded.run_dir / runs.DEFAULTS_FILE,
+                            {"defaults": chosen, "checkpoint_step": loaded.step, "table": str(out_dir / "defaults.csv")})
   return {"rows": rows, "chosen": chosen}

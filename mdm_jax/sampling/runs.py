@@ -5,7 +5,6 @@ The model is rebuilt from run.json's config with the run's parametrisation multi
 samplers take them as sharded inputs rather than baking them in as constants.
 """
 import dataclasses
-import json
 import pathlib
 
 import jax
@@ -34,7 +33,17 @@ class LoadedRun:
   def stored_defaults(self) -> dict:
     """{modality: sampler settings} chosen by `mdm-lab sample-sweep` for this run, if it has been swept."""
     path = self.run_dir / DEFAULTS_FILE
-    return json.loads(path.read_text()).get("defaults", {}) if path.is_file() else {}
+    if not path.is_file():
+      return {}
+    fix = "run `mdm-lab sample-sweep` on this run again, or delete the file to use the built-in defaults"
+    try:
+      stored = runio.read_json(path)
+    except ValueError as e:
+      raise UserError(str(path), f"unreadable ({str(e).splitlines()[0][:120]})", fix) from None
+    defaults = stored.get("defaults") if isinstance(stored, dict) else None
+    if not isinstance(defaults, dict) or not all(isinstance(v, dict) for v in defaults.values()):
+      raise UserError(f"{path}: defaults", "is not a mapping of modality -> sampler settings", fix)
+    return defaults
 
 
 def read_config(run_dir: str | pathlib.Path) -> Config:

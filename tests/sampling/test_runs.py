@@ -37,3 +37,16 @@ def test_held_out_rows_come_from_the_validation_split(micro_run, micro_data):
   assert len(held.train_text) == manifest["splits"]["text"]["train"]["sequences"]
   with pytest.raises(UserError, match="no held-out audio"):
     held.rows("audio")
+
+
+@pytest.mark.parametrize("text, problem", [('{"defaults": {"text": ', "unreadable"),
+                                           ('{"defaults": ["random"]}', "not a mapping")])
+def test_a_damaged_defaults_file_is_a_user_error_naming_it(micro_run, text, problem):
+  loaded = runs.load(micro_run)
+  path = micro_run / runs.DEFAULTS_FILE
+  path.write_text(text)
+  try:
+    with pytest.raises(UserError, match=f"{runs.DEFAULTS_FILE}.*{problem}.*sample-sweep"):
+      loaded.stored_defaults()
+  finally:
+    path.unlink()   # the session's run is shared with other tests
