@@ -90,7 +90,9 @@ def train_many(cfg_dicts: list[dict], run_dirs, run_ids: list[str]) -> list[dict
 
 
 def checkpoint_step(run_dir: pathlib.Path) -> int | None:
-  """The latest finished Orbax step directory, if any (for the index's event log)."""
+  """The latest Orbax step directory on disk, if any (for the index's event log, as `latest_checkpoint`). The run
+  resumes from it unless it proves unreadable; then the checkpoint module falls back to an older step and says so
+  in run.json and run.log."""
   steps = [int(p.name) for p in (run_dir / "checkpoints").glob("*") if p.name.isdigit()]
   return max(steps) if steps else None
 

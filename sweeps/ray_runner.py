@@ -91,7 +91,7 @@ class RayRunner(Runner):
                 break
               c, claimed = claims[0], claimed + 1
               run_dir = index.run_dir(c.run_id)
-              index.event(c.run_id, worker, "start", f"ray; resume_from={execute.checkpoint_step(run_dir)}")
+              index.event(c.run_id, worker, "start", f"ray; latest_checkpoint={execute.checkpoint_step(run_dir)}")
               inflight[task.remote(c.config, str(run_dir), c.run_id, opts.processes_per_run)] = c
             if not inflight:
               break

@@ -67,7 +67,7 @@ class InProcessRunner(Runner):
   def _execute(self, index: Index, worker: Worker, claims, opts) -> bool:
     """Run the claims and record their results; False if a run was interrupted (stop the loop)."""
     for c in claims:
-      index.event(c.run_id, worker, "start", f"resume_from={execute.checkpoint_step(index.run_dir(c.run_id))}")
+      index.event(c.run_id, worker, "start", f"latest_checkpoint={execute.checkpoint_step(index.run_dir(c.run_id))}")
     solo = not self.group or len(claims) == 1 or any(c.failures for c in claims) or opts.processes_per_run > 1
     if solo:
       outcomes = []

@@ -116,5 +116,5 @@ def test_a_killed_worker_is_taken_over_and_its_run_resumes_from_the_checkpoint(t
   events = [(e["event"], e["detail"]) for e in _events(out)]
   assert [e for e, _ in events] == ["claim", "start", "takeover", "start", "done"]
   resumed = runio.read_json(out / "runs" / run_id / "run.json")["resumed_from"]
-  assert resumed in (3, 6) and events[3][1] == f"resume_from={resumed}"
+  assert resumed in (3, 6) and events[3][1] == f"latest_checkpoint={resumed}"
   assert_same_losses(final_losses(out)[run_id], final_losses(straight)[run_id])   # every step logged once
