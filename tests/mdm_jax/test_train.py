@@ -64,3 +64,19 @@ def test_two_layer_model_learns_real_text_below_unigram_entropy(tmp_path):
   result = train(cfg, tmp_path, progress=False)
   print(f"unigram entropy {unigram_nats:.3f} nats; eval NELBO after 300 steps {result.final['eval/loss']:.3f}")
   assert result.final["eval/loss"] < unigram_nats - 0.25   # measured: 4.84 vs 5.18 nats
+
+
+def test_run_json_records_the_kappa_resolved_optimizer_values(tmp_path):
+  """κ = (B/B_base)·(D_base/D)^γ computed here by hand; run.json must carry lr·√κ, β^κ, ε/√κ of the base values."""
+  cfg = load_config("tiny", SHORT)
+  b, d = cfg.batch.logical, cfg.total_steps * cfg.tokens_per_step
+  cfg = load_config("tiny", SHORT + ["sde.enabled=true", f"sde.base_batch={2 * b}", f"sde.base_tokens={9 * d}",
+                                     "sde.gamma=0.5"])
+  kappa = 0.5 * 9 ** 0.5   # (B / 2B) · (9D / D)^0.5 = 1.5
+  train(cfg, tmp_path, progress=False)
+  sde = json.loads((tmp_path / "run.json").read_text())["hyper"]["resolved"]["sde"]
+  assert sde["enabled"] and sde["kappa"] == pytest.approx(kappa, rel=1e-12)
+  assert sde["lr"] == pytest.approx(cfg.optim.lr * kappa ** 0.5, rel=1e-12)
+  assert sde["b1"] == pytest.approx(cfg.optim.b1 ** kappa, rel=1e-12)
+  assert sde["b2"] == pytest.approx(cfg.optim.b2 ** kappa, rel=1e-12)
+  assert sde["eps"] == pytest.approx(cfg.optim.eps / kappa ** 0.5, rel=1e-12)
