@@ -1,14 +1,16 @@
 """Sweep throughput: runs/minute for tiny runs executed three ways, measured in one invocation.
 
   python benchmarks/sweep_throughput.py [--runs 32] [--steps 200] [--process-runs 4] [--inprocess-runs 8]
-                                        [--group-size 16] [--out DIR]
+                                        [--group-size 16] [--processes-runs 16] [--out DIR]
 
 The runs (issue 5 "Benchmark"): d=64, 2 layers, seq 64, logical batch 8, `--steps` steps, differing in LR and seed
 (one shape), each writing its full run directory (metrics, one eval and one checkpoint at the end):
   process-per-run  `mdm-lab train` in a fresh Python process per run (import + compile + train each time; no
                    persistent compile cache), timed over --process-runs runs;
   inprocess        the sweep's in-process runner (one compiled program reused), over --inprocess-runs runs;
-  vmap             the sweep's vmap runner, groups of --group-size runs as one program, over all --runs runs.
+  vmap             the sweep's vmap runner, groups of --group-size runs as one program, over all --runs runs;
+  processes        the sweep's processes runner: 2 worker processes, each pinned to its share of the CPUs, sharing a
+                   persistent compile cache, over --processes-runs runs.
 Each mode includes its own compile time. Prints one JSON line per mode (runner, runs, seconds, runs_per_min,
 per-run compute seconds, load average before/after: the machine may be shared), then a summary line with the
 ratios and the targets (vmap >= 100 runs/min and >= 10x process-per-run).
@@ -62,7 +64,7 @@ def process_per_run(plan, n: int, work: pathlib.Path) -> dict:
   return _line("process-per-run", n, time.perf_counter() - t0, load0, {"compile_cache": False})
 
 
-def with_runner(name: str, plan, n: int, work: pathlib.Path, group_size: int) -> dict:
+def with_runner(name: str, plan, n: int, work: pathlib.Path, group_size: int, workers: int = 2) -> dict:
   from sweeps.index import Index
   from sweeps.runners import RunOptions, get_runner
   sweep = work / name
@@ -70,13 +72,14 @@ def with_runner(name: str, plan, n: int, work: pathlib.Path, group_size: int) ->
   index.add_runs(plan.runs[:n])
   index.close()
   load0, t0 = os.getloadavg(), time.perf_counter()
-  get_runner(name).run(sweep, RunOptions(group_size=group_size))
+  get_runner(name).run(sweep, RunOptions(group_size=group_size, workers=workers))
   seconds = time.perf_counter() - t0
   index = Index(sweep)
   counts = index.counts()
   index.close()
   assert counts["done"] == n, counts
-  return _line(name, n, seconds, load0, {"group_size": group_size} if name == "vmap" else None)
+  extra = {"group_size": group_size} if name == "vmap" else {"workers": workers} if name == "processes" else None
+  return _line(name, n, seconds, load0, extra)
 
 
 def main(argv=None) -> int:
@@ -86,6 +89,8 @@ def main(argv=None) -> int:
   p.add_argument("--process-runs", type=int, default=4, help="runs timed for process-per-run (0 skips it)")
   p.add_argument("--inprocess-runs", type=int, default=8, help="runs timed for the in-process runner")
   p.add_argument("--group-size", type=int, default=16)
+  p.add_argument("--processes-runs", type=int, default=16,
+                 help="runs timed for the processes runner (2 workers, one pinned per core share; 0 skips it)")
   p.add_argument("--out", default=None, help="work directory (default: a temporary one, removed at the end)")
   args = p.parse_args(argv)
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -100,12 +105,16 @@ def main(argv=None) -> int:
       rows["process"] = process_per_run(plan, min(args.process_runs, args.runs), work)
     rows["inprocess"] = with_runner("inprocess", plan, min(args.inprocess_runs, args.runs), work, 1)
     rows["vmap"] = with_runner("vmap", plan, args.runs, work, args.group_size)
+    if args.processes_runs:
+      rows["processes"] = with_runner("processes", plan, min(args.processes_runs, args.runs), work, 1)
     vmap = rows["vmap"]["runs_per_min"]
     summary = {"runner": "summary", "vmap_runs_per_min": vmap,
                "vmap_over_inprocess": round(vmap / rows["inprocess"]["runs_per_min"], 2),
                "vmap_over_process_per_run": round(vmap / rows["process"]["runs_per_min"], 2) if "process" in rows
                else None, "target_runs_per_min": 100, "target_over_process_per_run": 10,
-               "train_flops_per_run": plan.runs[0].flops, "steps": args.steps}
+               "train_flops_per_run": plan.runs[0].flops, "steps": args.steps,
+               "processes_over_inprocess": round(rows["processes"]["runs_per_min"] / rows["inprocess"]["runs_per_min"], 2)
+               if "processes" in rows else None}
     print(json.dumps(summary), flush=True)
   finally:
     if not args.out:

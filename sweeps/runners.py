@@ -107,28 +107,31 @@ class ProcessesRunner(Runner):
     env = worker_env(sweep_dir)
     index = Index(sweep_dir, opts.stale_after)
     spawned, restarts = 0, 0
-    procs: list[subprocess.Popen] = []
+    procs: dict[subprocess.Popen, int] = {}   # worker -> its slot (which CPU share it is pinned to)
+    cpu_sets = worker_cpu_sets(opts.workers) if opts.processes_per_run == 1 else None
 
-    def spawn():
+    def spawn(slot: int):
       nonlocal spawned
       cmd = [sys.executable, "-m", "sweeps.worker", str(sweep_dir), "--mode", opts.worker_mode,
              "--group-size", str(opts.group_size), "--processes-per-run", str(opts.processes_per_run),
              "--stale-after", str(opts.stale_after), "--heartbeat-every", str(opts.heartbeat_every)]
+      if cpu_sets:
+        cmd += ["--cpus", ",".join(map(str, cpu_sets[slot]))]
       log = open(logs / f"worker-{spawned}.log", "ab")
       spawned += 1
-      procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
+      procs[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)] = slot
       log.close()
 
     try:
-      for _ in range(opts.workers):
-        spawn()
+      for slot in range(opts.workers):
+        spawn(slot)
       while procs:
         time.sleep(0.5)
         for p in [p for p in procs if p.poll() is not None]:
-          procs.remove(p)
+          slot = procs.pop(p)
           if p.returncode != 0 and index.runnable() and restarts < 2 * opts.workers:
             restarts += 1   # a crashed or killed worker: its claim goes stale and a fresh worker takes it over
-            spawn()
+            spawn(slot)
     except KeyboardInterrupt:
       for p in procs:
         p.terminate()   # SIGTERM: train checkpoints and the worker releases its claim
@@ -141,6 +144,18 @@ class ProcessesRunner(Runner):
           p.kill()
           p.wait()
       index.close()
+
+
+def worker_cpu_sets(workers: int) -> list[list[int]] | None:
+  """Disjoint CPU sets, one per worker, splitting this process's CPUs evenly; None when there are fewer CPUs than
+  workers or no affinity API. Pinned, each worker's XLA runs single-core without contending with the others:
+  on 2 cores, two pinned workers stepping a d=64 model made 1.19x the steps/s of two unpinned ones and 1.29x
+  that of one process using both cores."""
+  if not hasattr(os, "sched_getaffinity"):
+    return None
+  cpus = sorted(os.sched_getaffinity(0))
+  share = len(cpus) // workers
+  return [cpus[i * share:(i + 1) * share] for i in range(workers)] if share else None
 
 
 def worker_env(sweep_dir: pathlib.Path) -> dict:

@@ -4,6 +4,7 @@ Started by the processes runner (or by hand, on any host sharing SWEEP_DIR); cla
 nothing is runnable. SIGTERM makes the current run checkpoint and release its claim.
 """
 import argparse
+import os
 import sys
 
 
@@ -15,7 +16,10 @@ def main(argv=None) -> int:
   p.add_argument("--processes-per-run", type=int, default=1)
   p.add_argument("--stale-after", type=float, default=120.0)
   p.add_argument("--heartbeat-every", type=float, default=10.0)
+  p.add_argument("--cpus", default=None, help="pin this worker to these CPU ids (comma list) before jax starts")
   args = p.parse_args(argv)
+  if args.cpus:
+    os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})   # XLA sizes its thread pool from this
   from sweeps.runners import RunOptions, get_runner
   opts = RunOptions(group_size=args.group_size, processes_per_run=args.processes_per_run,
                     stale_after=args.stale_after, heartbeat_every=args.heartbeat_every)

@@ -7,7 +7,7 @@ from analysis.rundirs import load_run_dirs
 from labs.cli import main
 from mdm_jax import runio
 from sweeps.index import Index
-from sweeps.runners import worker_env
+from sweeps.runners import worker_cpu_sets, worker_env
 from tests.sweeps.conftest import TINY, assert_same_losses, final_losses, write_spec
 
 
@@ -118,3 +118,12 @@ def test_a_killed_worker_is_taken_over_and_its_run_resumes_from_the_checkpoint(t
   resumed = runio.read_json(out / "runs" / run_id / "run.json")["resumed_from"]
   assert resumed in (3, 6) and events[3][1] == f"latest_checkpoint={resumed}"
   assert_same_losses(final_losses(out)[run_id], final_losses(straight)[run_id])   # every step logged once
+
+
+def test_worker_cpu_sets_split_this_process_cpus_evenly():
+  cpus = sorted(os.sched_getaffinity(0))
+  sets = worker_cpu_sets(len(cpus))
+  assert sets == [[c] for c in cpus]   # one CPU each
+  halves = worker_cpu_sets(1)
+  assert halves == [cpus]
+  assert worker_cpu_sets(len(cpus) + 1) is None   # more workers than CPUs: no pinning
