@@ -107,13 +107,13 @@ def main(argv=None) -> int:
     rows["vmap"] = with_runner("vmap", plan, args.runs, work, args.group_size)
     if args.processes_runs:
       rows["processes"] = with_runner("processes", plan, min(args.processes_runs, args.runs), work, 1)
-    vmap = rows["vmap"]["runs_per_min"]
+    vmap, per_min = rows["vmap"]["runs_per_min"], {k: r["runs_per_min"] for k, r in rows.items()}
     summary = {"runner": "summary", "vmap_runs_per_min": vmap,
                "vmap_over_inprocess": round(vmap / rows["inprocess"]["runs_per_min"], 2),
                "vmap_over_process_per_run": round(vmap / rows["process"]["runs_per_min"], 2) if "process" in rows
                else None, "target_runs_per_min": 100, "target_over_process_per_run": 10,
                "train_flops_per_run": plan.runs[0].flops, "steps": args.steps,
-               "processes_over_inprocess": round(rows["processes"]["runs_per_min"] / rows["inprocess"]["runs_per_min"], 2)
+               "processes_over_inprocess": round(per_min["processes"] / per_min["inprocess"], 2)
                if "processes" in rows else None}
     print(json.dumps(summary), flush=True)
   finally:

@@ -181,7 +181,8 @@ def main(argv=None) -> int:
       row.update(mfu=row["achieved_flops_per_s"] / ceiling, ceiling_flops_per_s=ceiling, ceiling_clean=ceiling_clean)
     print(json.dumps(row), flush=True)
   versions = {p: importlib.metadata.version(p) for p in ("torch", "jax", "jaxlib", "optax", "numpy")}
-  print(json.dumps({"ceiling_flops_per_s": ceiling, "ceiling_clean": ceiling_clean, "ceiling_by_lib": ceilings, "cpu_count": os.cpu_count(),
+  print(json.dumps({"ceiling_flops_per_s": ceiling, "ceiling_clean": ceiling_clean, "ceiling_by_lib": ceilings,
+                    "cpu_count": os.cpu_count(),
                     "max_other_cores": args.max_other_cores,
                     "flops_convention": "noncausal METHOD.md 6.1 (harness.train_flops_per_token fallback)",
                     "versions": versions}), flush=True)
