@@ -173,13 +173,9 @@ def _swiglu_mlp_bwd(res, d_out):
   # The barrier (tied to d_out) keeps the recomputation here: without it XLA CSEs it with the forward's or hoists
   # it into the forward, and the sigmoid, silu and product stay alive until here (3 more [N, F] buffers per layer).
   gate, up, d_out = jax.lax.optimization_barrier((gate, up, d_out))
-  sig = jax.nn.sigmoid(gate)
-  silu = gate * sig
-  d_hidden = d_out @ w_down.T
-  d_gate = d_hidden * up * sig * (1.0 + gate * (1.0 - sig))
-  d_up = d_hidden * silu
+  d_gate, d_up = _swiglu_bwd((gate, up), d_out @ w_down.T)
   d_x = d_gate @ w_gate.T + d_up @ w_up.T
-  return d_x, x.T @ d_gate, x.T @ d_up, (silu * up).T @ d_out
+  return d_x, x.T @ d_gate, x.T @ d_up, swiglu(gate, up).T @ d_out
 
 
 swiglu_mlp.defvjp(_swiglu_mlp_fwd, _swiglu_mlp_bwd)
