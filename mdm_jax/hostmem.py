@@ -63,11 +63,12 @@ def child_env(env=None) -> dict:
 def reexec_with_tunable() -> None:
   """Replace this process by the same command line with the tunable set, once; a no-op where not wanted or when
   the tunable is already present (also after the re-exec, so it cannot loop). Call it before importing jax."""
-  if not sys.executable or not wanted() or with_tunable(os.environ) == dict(os.environ):
+  env = with_tunable(os.environ)
+  if not sys.executable or not wanted() or env == dict(os.environ):
     return
   sys.stdout.flush()
   sys.stderr.flush()
-  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], with_tunable(os.environ))
+  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def release_free_memory() -> bool:
