@@ -25,3 +25,10 @@ def compile_cache(tmp_path_factory):
   jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   return os.environ["JAX_COMPILATION_CACHE_DIR"]
+
+
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto`: one worker per usable core, at most one per 3 GiB of RAM (a worker peaks near 2 GiB)."""
+  cores = len(os.sched_getaffinity(0))
+  ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+  return max(1, min(cores, int(ram_gib // 3)))
