@@ -118,16 +118,18 @@ class ImplSpec:
   env: dict = dataclasses.field(default_factory=dict)   # set in the worker's environment at spawn (e.g. glibc tunables)
 
 
-def sleep_step(step_s: float):
+def sleep_step(step_s: float, steps_per_call: int = 1):
   """A calibration implementation: steps paced at `step_s` of wall time, like a metronome, so that wake-up delays on
-  a busy machine do not add up over a block (checks the harness arithmetic, not the CPU)."""
+  a busy machine do not add up over a block (checks the harness arithmetic, not the CPU); each call runs
+  `steps_per_call` of them."""
 
   def step_fn(deadline: float) -> float:
-    now = time.perf_counter()
-    deadline = (deadline if now - deadline < step_s else now) + step_s  # late by a step or more: a new block
+    call_s, now = step_s * steps_per_call, time.perf_counter()
+    deadline = (deadline if now - deadline < call_s else now) + call_s  # late by a call or more: a new block
     time.sleep(max(0.0, deadline - time.perf_counter()))
     return deadline
 
+  step_fn.steps_per_call = steps_per_call
   return step_fn, 0.0
 
 
@@ -141,10 +143,11 @@ def _worker_main(conn, spec: ImplSpec) -> None:
     conn.send(("error", traceback.format_exc(limit=5)))
     return
   conn.send(("ok", None))
+  per_call = getattr(step_fn, "steps_per_call", 1)   # train steps one call runs (the lab's trainer runs several)
   while True:
     cmd, arg = conn.recv()
     try:
-      if cmd == "steps":  # untimed steps: compile and warm up
+      if cmd == "steps":  # untimed calls (compile and warm up); seconds per call
         t0 = time.perf_counter()
         for _ in range(arg):
           state = step_fn(state)
@@ -155,7 +158,9 @@ def _worker_main(conn, spec: ImplSpec) -> None:
           state = step_fn(state)
         wall = time.perf_counter() - t0
         other = (cpu_busy_seconds() - busy0 - (self_cpu_seconds() - self0)) / wall
-        conn.send(("ok", {"step_s": wall / arg, "other_cores": max(other, 0.0)}))
+        conn.send(("ok", {"step_s": wall / (arg * per_call), "other_cores": max(other, 0.0)}))
+      elif cmd == "steps_per_call":
+        conn.send(("ok", per_call))
       elif cmd == "reset_hwm":
         conn.send(("ok", reset_hwm()))
       elif cmd == "hwm":
@@ -261,7 +266,7 @@ def wait_for_quiet(max_other_cores: float, timeout_s: float, window_s: float = 0
       return load
 
 
-def timed_block(worker: Worker, steps: int, log: BlockLog, max_other_cores: float, retries: int,
+def timed_block(worker: Worker, calls: int, log: BlockLog, max_other_cores: float, retries: int,
                 wait_s: float) -> tuple[float, bool]:
   """(step time, clean) of one block: waits (up to `wait_s`) for a quiet machine, retries a loaded block and
   keeps the least loaded attempt if all were loaded."""
@@ -269,7 +274,7 @@ def timed_block(worker: Worker, steps: int, log: BlockLog, max_other_cores: floa
   for _ in range(retries + 1):
     if max_other_cores < float("inf"):
       wait_for_quiet(max_other_cores, wait_s)
-    attempts.append(worker.call("block", steps))
+    attempts.append(worker.call("block", calls))
     if attempts[-1]["other_cores"] <= max_other_cores:
       break
   best = min(attempts, key=lambda r: r["other_cores"])
@@ -281,7 +286,7 @@ def timed_block(worker: Worker, steps: int, log: BlockLog, max_other_cores: floa
   return best["step_s"], clean
 
 
-def run_bracketed(reference: Worker, candidates: list[Worker], steps: dict[str, int], rounds: int,
+def run_bracketed(reference: Worker, candidates: list[Worker], calls: dict[str, int], rounds: int,
                   max_other_cores: float = 0.1, retries: int = 2, wait_s: float = 10.0) -> dict:
   """Rounds of ref, c1, ref, c2, ref, ...; returns per implementation its block log and per round (ratio, clean).
 
@@ -290,7 +295,7 @@ def run_bracketed(reference: Worker, candidates: list[Worker], steps: dict[str, 
   """
   logs = {w.spec.name: BlockLog() for w in [reference, *candidates]}
   ratios = {w.spec.name: [] for w in candidates}
-  block = lambda w: timed_block(w, steps[w.spec.name], logs[w.spec.name], max_other_cores, retries, wait_s)
+  block = lambda w: timed_block(w, calls[w.spec.name], logs[w.spec.name], max_other_cores, retries, wait_s)
   for r in range(rounds):
     ref_before, before_ok = block(reference)
     for cand in candidates:

@@ -16,8 +16,9 @@ reference given mdm-lab's huge-page tunable, mdm_jax/hostmem.py), jax-probe
   * It builds the lab's model, masked-diffusion loss and optimizer with the settings of benchmarks/sizes.py and the
     architecture of benchmarks/torch_reference.py, on a fixed batch of `batch` x `seq` tokens uniform in
     [0, vocab-1) ([MASK] = vocab-1; benchmarks.sizes.fixed_batch gives the same batch as the reference).
-  * `state = step_fn(state)` runs exactly one full train step: fresh t and mask (from a key carried in `state`),
-    forward, backward, gradient clipping, AdamW update. It returns only when the step is done (block on the new
+  * `state = step_fn(state)` runs `step_fn.steps_per_call` full train steps (1 if the attribute is absent; the
+    lab's trainer runs several per device call, mdm_jax.step.chunked), each with fresh t and mask (from a key
+    carried in `state`), forward, backward, gradient clipping, AdamW update. It returns only when the step is done (block on the new
     state, e.g. jax.block_until_ready), and does no other host sync, printing or logging. `state` is opaque to
     the harness and threaded from call to call, so it may be donated.
   * The first calls may compile: the harness runs warm-up steps before any timing.
@@ -121,16 +122,17 @@ def bench_size(size: str, args, ceilings: dict) -> list[dict]:
       w.send("steps", args.warmup_steps)
     for w in workers:
       w.recv("warm-up")
-    steps, build_rss = {}, {}
+    calls, per_call, build_rss = {}, {}, {}
     for w in workers:  # calibrate on a quiet machine if possible; the fastest of three short runs
       harness.wait_for_quiet(args.max_other_cores, args.wait_seconds)
-      step_s = min(w.call("steps", 2) for _ in range(3))
-      steps[w.spec.name] = max(2, math.ceil(args.block_seconds / step_s))
+      call_s = min(w.call("steps", 2) for _ in range(3))
+      calls[w.spec.name] = max(2, math.ceil(args.block_seconds / call_s))
+      per_call[w.spec.name] = w.call("steps_per_call")
       build_rss[w.spec.name] = w.call("hwm")
       w.call("reset_hwm")
-    print(f"[{size}] steps per block {steps}", file=sys.stderr, flush=True)
+    print(f"[{size}] calls per block {calls}, steps per call {per_call}", file=sys.stderr, flush=True)
     ref = by_name[REFERENCE]
-    out = harness.run_bracketed(ref, [w for w in workers if w is not ref], steps, args.rounds,
+    out = harness.run_bracketed(ref, [w for w in workers if w is not ref], calls, args.rounds,
                                 args.max_other_cores, args.retries, args.wait_seconds)
     flops_per_token = harness.train_flops_per_token(cfg.d, cfg.n_layers, cfg.n_heads, cfg.ff, cfg.vocab, cfg.seq)
     for w in workers:
@@ -142,7 +144,7 @@ def bench_size(size: str, args, ceilings: dict) -> list[dict]:
                    "clean_rounds": clean_rounds, "ratio_rounds": [round(r, 4) for r, _ in out["ratios"].get(name, [])],
                    "flops_per_token": flops_per_token, "achieved_flops_per_s": tokens_per_s * flops_per_token,
                    "peak_rss_mb": round(max(build_rss[name], step_rss), 1), "step_peak_rss_mb": round(step_rss, 1),
-                   "steps_per_block": steps[name], **log.summary()})
+                   "calls_per_block": calls[name], "steps_per_call": per_call[name], **log.summary()})
     for w in workers:  # each library's own matmul peak, measured after the timing so that it disturbs nothing
       measure_ceiling(ceilings, w.spec.lib, lambda: w.call("peak"), args)
   finally:

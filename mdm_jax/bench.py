@@ -4,7 +4,8 @@
 with the same model, loss and optimizer as `mdm-lab train`, not a separate fast path — at a benchmark size
 (benchmarks/sizes.py: "tiny", "small" or a dict of dims), with the reference's settings: linear schedule,
 ε = 1e-3, AdamW (3e-4, β .9/.95, ε 1e-8, WD 0.1) after global-norm clipping at 1, constant LR, SP init σ = 0.02.
-`state = step_fn(state)` runs one full train step on a fixed batch and blocks on its result.
+`state = step_fn(state)` runs `step_fn.steps_per_call` full train steps on a fixed batch, as the trainer does
+(one device call of `train_chunk`, cfg.train.steps_per_call steps), and blocks on its result.
 
 Differences from the torch reference that do not change the work: the joint vocabulary puts [MASK] at the first
 special id rather than at vocab − 1 (the batch never holds it), and norm scales are not weight-decayed.
@@ -12,7 +13,7 @@ special id rather than at vocab − 1 (the batch never holds it), and norm scale
 import jax
 import numpy as np
 
-from mdm_jax import flops, optim, sharding, step as step_lib
+from mdm_jax import flops, loop, optim, sharding, step as step_lib
 from mdm_jax.config import Config, load_config
 from mdm_jax.data.vocab import SPECIALS
 
@@ -49,12 +50,16 @@ def make_step(name_or_dims, batch: int | None = None, seq: int | None = None, se
   steps = step_lib.build(cfg, mesh)
   batch_KxBxL = jax.device_put(fixed_batch(cfg, seed), steps.batch_sharding)
   state = steps.init(step_lib.seed_key(seed), optim.hyper_arrays(optim.hyperparams(cfg)))
-  train = steps.train
+  per_call = cfg.train.steps_per_call
+  batches = jax.device_put(loop.stack_batches([fixed_batch(cfg, seed)] * per_call, per_call),
+                           steps.chunk_batch_sharding)
+  train_chunk, n = steps.train_chunk, np.int32(per_call)
 
   def step_fn(state):
-    return jax.block_until_ready(train(state, batch_KxBxL)[0])
+    return jax.block_until_ready(train_chunk(state, batches, n)[0])
 
   step_fn.cfg, step_fn.steps, step_fn.batch = cfg, steps, batch_KxBxL   # for FLOP counts and tests
+  step_fn.steps_per_call = per_call
   return step_fn, state
 
 

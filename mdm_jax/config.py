@@ -202,11 +202,13 @@ class TrainConfig:
   keep_checkpoints: int = 2
   peak_flops: float = 0.0         # per-device peak FLOP/s for MFU; 0 = look up the device kind or measure
   max_grad_norm: float = 0.0      # divergence: stop (status diverged) once a step's gradient norm exceeds it; 0 = off
+  steps_per_call: int = 16        # steps per device call (a device-side loop); execution only, not in the run id
 
   def __post_init__(self):
     _check(self.steps >= 0 and self.tokens >= 0, "steps", "steps and tokens must be >= 0")
     _check(self.steps > 0 or self.tokens > 0, "steps", "set steps or tokens", "e.g. --set train.steps=300")
-    _positive(self, "log_every", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints")
+    _positive(self, "log_every", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints",
+              "steps_per_call")
     _check(self.peak_flops >= 0, "peak_flops", "must be >= 0")
     _check(math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm",
            f"must be a finite number >= 0 (0 = off), got {self.max_grad_norm}", "e.g. --set train.max_grad_norm=100")
@@ -247,9 +249,10 @@ class Config:
     return dataclasses.asdict(self)
 
   def fingerprint(self) -> str:
-    """A stable hash of everything that defines the run (output_dir excluded)."""
+    """A stable hash of everything that defines the run (output_dir and how steps are dispatched excluded)."""
     d = self.to_dict()
     d.pop("output_dir")
+    d["train"].pop("steps_per_call")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
   def replace(self, **dotted) -> "Config":

@@ -20,6 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from mdm_jax import checkpoint, faults, flops, optim, runio, sharding, step as step_lib
 from mdm_jax.config import Config
 from mdm_jax.data import pipeline
+from mdm_jax.loop import chunk_length, per_step, stack_batches
 from mdm_jax.runinfo import run_record
 from mdm_jax.runlog import (RunFiles, RunLogger, check_run_dir, eval_summary, is_writer, note_fallbacks,
                             progress_bar, restore_sigterm, sigterm_to_interrupt)
@@ -50,7 +51,7 @@ def group_key(cfg: Config) -> str:
 @dataclasses.dataclass
 class _Vmapped:
   init: object
-  train: object
+  train: object        # (state, batches_SxkxKxBxL, n) -> (state, metrics [S, k]): `step.chunked` of the vmapped step
   evaluate: object
   unstack: object
   stack: object
@@ -71,12 +72,12 @@ def vmapped_steps(cfg: Config, mesh, k: int) -> _Vmapped:
     return _GROUP_CACHE[key]
   steps = compiled_steps(cfg, mesh)
   raw, rep = steps.raw, NamedSharding(mesh, P())
-  state_s, batch_s = _lead(steps.state_sharding, mesh), _lead(steps.batch_sharding, mesh)
+  state_s, batch_s = _lead(steps.state_sharding, mesh), _lead(steps.chunk_batch_sharding, mesh)
   eval_s = _lead(steps.eval_batch_sharding, mesh)
   fns = _Vmapped(
       init=jax.jit(jax.vmap(raw["init"]), in_shardings=(rep, rep), out_shardings=state_s),
-      train=jax.jit(jax.vmap(raw["train"]), in_shardings=(state_s, batch_s), out_shardings=(state_s, rep),
-                    donate_argnums=0),
+      train=jax.jit(step_lib.chunked(jax.vmap(raw["train"])), in_shardings=(state_s, batch_s, rep),
+                    out_shardings=(state_s, rep), donate_argnums=0),
       evaluate=jax.jit(jax.vmap(raw["evaluate"], in_axes=(0, 0, None)),
                        in_shardings=(state_s["params"], eval_s, rep), out_shardings=rep),
       unstack=jax.jit(lambda s, i: jax.tree.map(lambda x: x[i], s), out_shardings=steps.state_sharding),
@@ -173,6 +174,8 @@ def _train_stacked(cfgs, run_dirs, start: int, mesh, progress: bool, resumes: li
   pending: list = []
   pbar = progress_bar(total, start, progress)
   previous_sigterm = sigterm_to_interrupt()
+  event_steps = [f.step for plan in plans for f in plan.faults]
+  done, chunk_start, data_at_chunk_start = start, start, None
 
   def evaluate_all() -> list[dict]:
     terms = [jax.device_get(fns.evaluate(state["params"], put_global(_stack(batches), fns.eval_batch_sharding),
@@ -180,15 +183,18 @@ def _train_stacked(cfgs, run_dirs, start: int, mesh, progress: bool, resumes: li
     return [eval_summary([jax.tree.map(lambda x: x[i], t) for t in terms]) for i in range(k)]
 
   try:
-    for step_i in range(start, total):
-      batch = _stack([to_micro(next(it), c) for it, c in zip(iters, cfgs)])
-      state, metrics = fns.train(state, put_global(batch, fns.batch_sharding))
-      pending.append(metrics)
-      done = step_i + 1
+    while done < total:
+      n = chunk_length(done, total, every, event_steps)
+      chunk_start, data_at_chunk_start = done, [it.get_state() for it in iters]   # for an interrupt before it ran
+      batches = stack_batches([_stack([to_micro(next(it), c) for it, c in zip(iters, cfgs)]) for _ in range(n)],
+                              every.steps_per_call)
+      state, metrics = fns.train(state, put_global(batches, fns.batch_sharding), np.int32(n))
+      pending.append((metrics, n))
+      done += n
       is_last = done == total
       will_save = done % every.checkpoint_every == 0 or is_last
       if done % every.log_every == 0 or will_save:
-        host, cached = jax.device_get(pending), {}
+        host, cached = per_step(jax.device_get(pending)), {}
         evaluate_now = done % every.eval_every == 0 or is_last
         for i in (i for i in range(k) if alive[i]):
           rows = [jax.tree.map(lambda x: x[i], m) for m in host]
@@ -199,7 +205,7 @@ def _train_stacked(cfgs, run_dirs, start: int, mesh, progress: bool, resumes: li
       if will_save:
         for i in (i for i in range(k) if alive[i]):
           ckpts[i].save(done, fns.unstack(state, np.int32(i)), iters[i].get_state(), force=is_last)
-      pbar.update(1)
+      pbar.update(n)
       for i in (i for i in range(k) if alive[i]):
         for fault in plans[i].at(done):
           state = faults.inject(fault, state, plans[i], ckpts[i], member=i)
@@ -209,10 +215,11 @@ def _train_stacked(cfgs, run_dirs, start: int, mesh, progress: bool, resumes: li
     status = ["interrupted" if a else s for a, s in zip(alive, status)]
     if not any(x.is_deleted() for x in jax.tree.leaves(state)):
       done = int(jax.device_get(state["step"])[0])
-      host = jax.device_get(pending)
+      data_states = data_at_chunk_start if done == chunk_start else [it.get_state() for it in iters]
+      host = per_step(jax.device_get(pending))
       for i in (i for i in range(k) if alive[i]):
         if host and logs[i].flush(done, [jax.tree.map(lambda x: x[i], m) for m in host], None):
-          ckpts[i].save(done, fns.unstack(state, np.int32(i)), iters[i].get_state(), force=True)
+          ckpts[i].save(done, fns.unstack(state, np.int32(i)), data_states[i], force=True)
   finally:
     pbar.close()
     restore_sigterm(previous_sigterm)

@@ -4,6 +4,8 @@ The train step takes a logical batch shaped [K, B_micro, L] (K micro-steps of gr
 the mask noise for the whole logical batch from (seed, step) — so results do not depend on the mesh or on K — and
 accumulates *sums* of loss and gradient before dividing by the logical batch's non-pad token count. K micro-steps
 therefore equal one step on the concatenated batch.
+
+The trainer calls `train_chunk`: up to S steps per call in a device-side loop over S stacked batches (see `chunked`).
 """
 import dataclasses
 from typing import Any, Callable
@@ -37,10 +39,12 @@ class Steps:
   """Compiled programs of one run shape, plus the shardings needed to feed them."""
   init: Callable       # (rng, hyper arrays) -> state
   train: Callable      # (state, batch_KxBxL) -> (state, metrics)
+  train_chunk: Callable   # (state, batches_SxKxBxL, n) -> (state, metrics of each step [S]); runs the first n
   evaluate: Callable   # (params, batch_BxL, batch_index) -> LossTerms
   raw: dict           # the un-jitted init/train/evaluate functions (for vmapped groups of runs)
   state_sharding: Any
   batch_sharding: Any
+  chunk_batch_sharding: Any
   eval_batch_sharding: Any
   graphdef: Any
   param_shapes: Any
@@ -72,6 +76,7 @@ def build(cfg: Config, mesh, mult: model.Multipliers | None = None) -> Steps:
                  "ema": pspecs if hyper["ema_decay"] > 0 else None, "rng": P()}
   state_sharding = sharding.named(mesh, state_specs)
   batch_sharding = NamedSharding(mesh, sharding.batch_spec(extra_leading=1))
+  chunk_batch_sharding = NamedSharding(mesh, sharding.batch_spec(extra_leading=2))
   eval_batch_sharding = NamedSharding(mesh, sharding.batch_spec())
   dcfg, mask_id = cfg.diffusion, vocab.mask_id
 
@@ -134,10 +139,31 @@ def build(cfg: Config, mesh, mult: model.Multipliers | None = None) -> Steps:
                       out_shardings=(state_sharding, replicated), donate_argnums=0)
   eval_jit = jax.jit(evaluate, in_shardings=(state_sharding["params"], eval_batch_sharding, replicated),
                      out_shardings=replicated)
-  train_call = under_mesh(train_jit, mesh, trim_after_compile=True)
-  return Steps(under_mesh(init_jit, mesh), train_call, under_mesh(eval_jit, mesh),
+  chunk_jit = jax.jit(chunked(train), in_shardings=(state_sharding, chunk_batch_sharding, replicated),
+                      out_shardings=(state_sharding, replicated), donate_argnums=0)
+  return Steps(under_mesh(init_jit, mesh), under_mesh(train_jit, mesh, trim_after_compile=True),
+               under_mesh(chunk_jit, mesh, trim_after_compile=True), under_mesh(eval_jit, mesh),
                {"init": init, "train": train, "evaluate": evaluate}, state_sharding, batch_sharding,
-               eval_batch_sharding, graphdef, param_shapes, mesh)
+               chunk_batch_sharding, eval_batch_sharding, graphdef, param_shapes, mesh)
+
+
+def chunked(train_step: Callable) -> Callable:
+  """`(state, batch) -> (state, metrics)` as `(state, batches, n) -> (state, metrics)` running the first n of the
+  S batches stacked on a leading axis, in a device-side loop; metrics come back stacked [S] (rows >= n are zeros).
+  One program serves every n <= S. Why: XLA:CPU allocates a program's temp buffer (hundreds of MiB on small
+  models) on each call and the kernel zeroes its pages on first touch; a loop pays that, and the dispatch, once
+  per call instead of once per step (benchmarks/README.md). The loop body is the same step whatever n or S is."""
+  def train_steps(state, batches, n):
+    s = jax.tree.leaves(batches)[0].shape[0]
+    one = lambda i: jax.tree.map(lambda x: x[i], batches)
+    metrics_S = jax.tree.map(lambda m: jnp.zeros((s, *m.shape), m.dtype), jax.eval_shape(train_step, state, one(0))[1])
+
+    def body(i, carry):
+      state, metrics_S = carry
+      state, metrics = train_step(state, one(i))
+      return state, jax.tree.map(lambda acc, m: acc.at[i].set(m), metrics_S, metrics)
+    return jax.lax.fori_loop(0, n, body, (state, metrics_S))
+  return train_steps
 
 
 def under_mesh(fn, mesh, trim_after_compile: bool = False):

@@ -13,6 +13,7 @@ import numpy as np
 from mdm_jax import checkpoint, faults, flops, optim, runio, sharding, step as step_lib
 from mdm_jax.config import Config
 from mdm_jax.data import pipeline
+from mdm_jax.loop import chunk_length, per_step, stack_batches
 from mdm_jax.runinfo import run_record
 from mdm_jax.runlog import (RunFiles, RunLogger, check_run_dir, eval_summary, is_writer, note_fallbacks,
                             progress_bar, restore_sigterm, sigterm_to_interrupt)
@@ -32,7 +33,7 @@ def shape_key(cfg: Config, mesh) -> tuple:
   """Everything that changes a compiled program (hyper-parameter values do not: they are state arrays)."""
   from mdm_jax.parametrization import multipliers   # forward multipliers and init stds are compiled in
   return (cfg.model, cfg.vocab_size, cfg.data.seq_len, cfg.batch.micro, cfg.batch.accumulation, cfg.diffusion,
-          cfg.optim.ema_decay > 0, multipliers(cfg), tuple(mesh.shape.items()),
+          cfg.train.steps_per_call, cfg.optim.ema_decay > 0, multipliers(cfg), tuple(mesh.shape.items()),
           tuple(d.id for d in mesh.devices.flat))
 
 
@@ -89,35 +90,40 @@ def train(cfg: Config, run_dir: str | pathlib.Path, progress: bool = True, mesh=
   files.write(status="running", resumed_from=start or None)
 
   log = RunLogger(cfg, metrics_log, mesh.size, peak)
-  status, step_i = "done", start
+  status, done = "done", start
   pbar = progress_bar(total, start, progress)
   previous_sigterm = sigterm_to_interrupt()
+  fault_steps = [f.step for f in fault_plan.faults]
+  chunk_start, data_at_chunk_start = done, None
   try:
-    for step_i in range(start, total):
-      batch = put_global(to_micro(next(data_iter), cfg), steps.batch_sharding)
-      state, metrics = steps.train(state, batch)
-      log.pending.append(metrics)
-      done = step_i + 1
+    while done < total:
+      n = chunk_length(done, total, cfg.train, fault_steps)
+      chunk_start, data_at_chunk_start = done, data_iter.get_state()   # for an interrupt before the chunk ran
+      batches = stack_batches([to_micro(next(data_iter), cfg) for _ in range(n)], cfg.train.steps_per_call)
+      state, metrics = steps.train_chunk(state, put_global(batches, steps.chunk_batch_sharding), np.int32(n))
+      log.pending.append((metrics, n))
+      done += n
       is_last = done == total
       will_save = done % cfg.train.checkpoint_every == 0 or is_last
       if done % cfg.train.log_every == 0 or will_save:   # metrics are flushed before every save: no NaN saved
         evaluate_now = done % cfg.train.eval_every == 0 or is_last
         evaluate_fn = (lambda: evaluate(steps, state["params"], source.eval)) if evaluate_now else None
-        if not log.flush(done, jax.device_get(log.pending), evaluate_fn):
+        if not log.flush(done, per_step(jax.device_get(log.pending)), evaluate_fn):
           status = "diverged"
           break
         pbar.set_postfix(loss=f"{log.last['train/loss']:.3f}", refresh=False)
       if will_save:
         ckpts.save(done, state, data_iter.get_state(), force=is_last)
-      pbar.update(1)
+      pbar.update(n)
       for fault in fault_plan.at(done):
         state = faults.inject(fault, state, fault_plan, ckpts)
   except KeyboardInterrupt:
     status = "interrupted"
     if not any(x.is_deleted() for x in jax.tree.leaves(state)):   # else interrupted mid-dispatch: keep last save
       done = int(jax.device_get(state["step"]))
-      if log.pending and log.flush(done, jax.device_get(log.pending), None):
-        ckpts.save(done, state, data_iter.get_state(), force=True)
+      data_state = data_at_chunk_start if done == chunk_start else data_iter.get_state()
+      if log.pending and log.flush(done, per_step(jax.device_get(log.pending)), None):
+        ckpts.save(done, state, data_state, force=True)
   finally:
     pbar.close()
     restore_sigterm(previous_sigterm)

@@ -105,6 +105,7 @@ def probe(plan: Plan, steps: int = 3, max_shapes: int = 2) -> dict:
   import jax
   import numpy as np
   from mdm_jax import optim, sharding, step as step_lib
+  from mdm_jax.loop import stack_batches
   from mdm_jax.train import compiled_steps, put_global, to_micro
   by_shape = {}
   for r in plan.runs:
@@ -118,17 +119,17 @@ def probe(plan: Plan, steps: int = 3, max_shapes: int = 2) -> dict:
     t0 = time.perf_counter()
     fns = compiled_steps(cfg, mesh)
     state = fns.init(step_lib.seed_key(0), optim.hyper_arrays(optim.hyperparams(cfg)))
-    shape = (cfg.batch.logical, cfg.data.seq_len)
-    batch = put_global(to_micro({"tokens": np.zeros(shape, np.int32), "loss_mask": np.ones(shape, bool),
-                                 "modality": np.zeros(shape, np.int8)}, cfg), fns.batch_sharding)
-    state, metrics = fns.train(state, batch)
+    shape, slots = (cfg.batch.logical, cfg.data.seq_len), cfg.train.steps_per_call
+    one = to_micro({"tokens": np.zeros(shape, np.int32), "loss_mask": np.ones(shape, bool),
+                    "modality": np.zeros(shape, np.int8)}, cfg)
+    batches = put_global(stack_batches([one] * slots, slots), fns.chunk_batch_sharding)   # the trainer's program
+    state, metrics = fns.train_chunk(state, batches, np.int32(1))
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-      state, metrics = fns.train(state, batch)
+    t0, timed = time.perf_counter(), min(steps, slots)
+    state, metrics = fns.train_chunk(state, batches, np.int32(timed))   # in one call, as the trainer runs them
     jax.block_until_ready(metrics)
-    measured.append((r.flops / cfg.total_steps, (time.perf_counter() - t0) / steps, compile_s))
+    measured.append((r.flops / cfg.total_steps, (time.perf_counter() - t0) / timed, compile_s))
   (f0, s0, _), (f1, s1, _) = measured[0], measured[-1]
   slope = (s1 - s0) / (f1 - f0) if f1 > f0 else s0 / f0
   per_step = lambda f: max(s0 + slope * (f - f0), 1e-6) if f1 > f0 else s0 * f / f0

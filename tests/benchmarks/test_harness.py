@@ -46,12 +46,13 @@ def test_forward_flops_match_xla_cost_analysis():
   assert xla_flops / (formula * cfg.tokens_per_step) == pytest.approx(1.0, abs=0.05)
 
 
-def _spec(name: str, step_s: float) -> harness.ImplSpec:
-  return harness.ImplSpec(name, "benchmarks.harness", "sleep_step", {"step_s": step_s}, "numpy")
+def _spec(name: str, step_s: float, steps_per_call: int = 1) -> harness.ImplSpec:
+  return harness.ImplSpec(name, "benchmarks.harness", "sleep_step", {"step_s": step_s, "steps_per_call": steps_per_call},
+                          "numpy")
 
 
 def test_bracketed_ratio_of_known_step_times():
-  ref, cand = harness.Worker(_spec("ref", 0.03)), harness.Worker(_spec("cand", 0.06))
+  ref, cand = harness.Worker(_spec("ref", 0.03)), harness.Worker(_spec("cand", 0.02, steps_per_call=3))
   try:
     assert ref.wait_ready() == "ok" and cand.wait_ready() == "ok"
     out = harness.run_bracketed(ref, [cand], {"ref": 10, "cand": 5}, rounds=3, max_other_cores=float("inf"))
@@ -59,9 +60,9 @@ def test_bracketed_ratio_of_known_step_times():
     ref.close()
     cand.close()
   assert [clean for _, clean in out["ratios"]["cand"]] == [True] * 3  # no load limit: every block counts
-  assert harness.median_ratio(out["ratios"]["cand"]) == (pytest.approx(0.5, rel=0.1), 3)
+  assert harness.median_ratio(out["ratios"]["cand"]) == (pytest.approx(1.5, rel=0.1), 3)
   assert out["logs"]["ref"].summary()["blocks"] == 6 and out["logs"]["cand"].summary()["blocks"] == 3
-  assert np.median(out["logs"]["cand"].kept_step_s()) == pytest.approx(0.06, rel=0.1)
+  assert np.median(out["logs"]["cand"].kept_step_s()) == pytest.approx(0.02, rel=0.1)   # per step, not per call
 
 
 def test_median_ratio_prefers_clean_rounds():

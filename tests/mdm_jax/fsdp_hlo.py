@@ -1,4 +1,5 @@
-"""Run in a subprocess with 8 fake CPU devices: compile the tiny train step under fsdp, print facts of its HLO as JSON.
+"""Run in a subprocess with 8 fake CPU devices: compile the tiny train program under fsdp (the trainer's: steps in a
+device loop, `train_chunk`), print facts of its HLO as JSON.
 
 Printed: every all-gather (result shape, dtype, whether each of its uses ends in a matmul after layout-only ops),
 every parameter's global shape and partition spec, and the partition specs of the step's parameter and Adam-moment
@@ -65,10 +66,10 @@ def main(mesh_shape: str):
   steps = step.build(cfg, mesh)
   with jax.set_mesh(mesh):
     state = jax.eval_shape(steps.init.jitted, step.seed_key(0), optim.hyper_arrays(optim.hyperparams(cfg)))
-    shape = (1, cfg.batch.logical, cfg.data.seq_len)
-    batch = {"tokens": jax.ShapeDtypeStruct(shape, np.int32), "loss_mask": jax.ShapeDtypeStruct(shape, bool),
-             "modality": jax.ShapeDtypeStruct(shape, np.int8)}
-    compiled = steps.train.jitted.lower(state, batch).compile()
+    shape = (cfg.train.steps_per_call, 1, cfg.batch.logical, cfg.data.seq_len)
+    batches = {"tokens": jax.ShapeDtypeStruct(shape, np.int32), "loss_mask": jax.ShapeDtypeStruct(shape, bool),
+               "modality": jax.ShapeDtypeStruct(shape, np.int8)}
+    compiled = steps.train_chunk.jitted.lower(state, batches, np.int32(1)).compile()
   text = compiled.as_text()
   instrs, comps = parse_hlo(text)
   users: dict = {}
