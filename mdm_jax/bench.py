@@ -43,9 +43,13 @@ def fixed_batch(cfg: Config, seed: int = 0) -> dict:
   return {"tokens": tokens.reshape(shape), "loss_mask": np.ones(shape, bool), "modality": np.zeros(shape, np.int32)}
 
 
-def make_step(name_or_dims, batch: int | None = None, seq: int | None = None, seed: int = 0, mesh=None):
-  """(step_fn, state) running the lab's compiled train step; see the module docstring."""
+def make_step(name_or_dims, batch: int | None = None, seq: int | None = None, seed: int = 0, mesh=None,
+              steps_per_call: int | None = None):
+  """(step_fn, state) running the lab's compiled train program; see the module docstring. `steps_per_call`
+  overrides the config's (1 = one step per device call, to measure what the device loop is worth)."""
   cfg = bench_config(name_or_dims, batch, seq)
+  if steps_per_call is not None:
+    cfg = cfg.replace(**{"train.steps_per_call": steps_per_call})
   mesh = mesh or sharding.make_mesh(cfg.mesh, jax.devices()[:1])
   steps = step_lib.build(cfg, mesh)
   batch_KxBxL = jax.device_put(fixed_batch(cfg, seed), steps.batch_sharding)
