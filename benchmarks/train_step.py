@@ -19,9 +19,9 @@ step per device call (train.steps_per_call=1). mdm-lab must provide:
     [0, vocab-1) ([MASK] = vocab-1; benchmarks.sizes.fixed_batch gives the same batch as the reference).
   * `state = step_fn(state)` runs `step_fn.steps_per_call` full train steps (1 if the attribute is absent; the
     lab's trainer runs several per device call, mdm_jax.step.chunked), each with fresh t and mask (from a key
-    carried in `state`), forward, backward, gradient clipping, AdamW update. It returns only when the step is done (block on the new
-    state, e.g. jax.block_until_ready), and does no other host sync, printing or logging. `state` is opaque to
-    the harness and threaded from call to call, so it may be donated.
+    carried in `state`), forward, backward, gradient clipping, AdamW update. It returns only when the steps are
+    done (block on the new state, e.g. jax.block_until_ready), and does no other host sync, printing or
+    logging. `state` is opaque to the harness and threaded from call to call, so it may be donated.
   * The first calls may compile: the harness runs warm-up steps before any timing.
 If `mdm_jax.bench` is not importable the mdm-lab line is {"name", "impl": "mdm-lab", "skipped": reason}.
 

@@ -52,11 +52,11 @@ def make_step(name_or_dims, batch: int | None = None, seq: int | None = None, se
     cfg = cfg.replace(**{"train.steps_per_call": steps_per_call})
   mesh = mesh or sharding.make_mesh(cfg.mesh, jax.devices()[:1])
   steps = step_lib.build(cfg, mesh)
-  batch_KxBxL = jax.device_put(fixed_batch(cfg, seed), steps.batch_sharding)
+  one = fixed_batch(cfg, seed)
+  batch_KxBxL = jax.device_put(one, steps.batch_sharding)
   state = steps.init(step_lib.seed_key(seed), optim.hyper_arrays(optim.hyperparams(cfg)))
   per_call = cfg.train.steps_per_call
-  batches = jax.device_put(loop.stack_batches([fixed_batch(cfg, seed)] * per_call, per_call),
-                           steps.chunk_batch_sharding)
+  batches = jax.device_put(loop.stack_batches([one] * per_call, per_call), steps.chunk_batch_sharding)
   train_chunk, n = steps.train_chunk, np.int32(per_call)
 
   def step_fn(state):

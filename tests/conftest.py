@@ -29,6 +29,6 @@ def compile_cache(tmp_path_factory):
 
 def pytest_xdist_auto_num_workers(config):
   """`-n auto`: one worker per usable core, at most one per 3 GiB of RAM (a worker peaks near 2 GiB)."""
-  cores = len(os.sched_getaffinity(0))
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
   ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
   return max(1, min(cores, int(ram_gib // 3)))

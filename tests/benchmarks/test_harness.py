@@ -47,8 +47,8 @@ def test_forward_flops_match_xla_cost_analysis():
 
 
 def _spec(name: str, step_s: float, steps_per_call: int = 1) -> harness.ImplSpec:
-  return harness.ImplSpec(name, "benchmarks.harness", "sleep_step", {"step_s": step_s, "steps_per_call": steps_per_call},
-                          "numpy")
+  kwargs = {"step_s": step_s, "steps_per_call": steps_per_call}
+  return harness.ImplSpec(name, "benchmarks.harness", "sleep_step", kwargs, "numpy")
 
 
 def test_bracketed_ratio_of_known_step_times():
