@@ -75,7 +75,7 @@ def fit_approach3(data, *, loss: str = "huber", delta: float = 1e-3, reduction: 
     raise UserError("starts", f"must be [S, 5] in order {PARAM_NAMES}, got shape {x0.shape}", "")
   lower, upper = box(bounds)
   res = lbfgs.minimize(obj, x0, lower, upper, max_iter=max_iter, ftol=ftol, gtol=gtol)
-  best = int(np.nanargmin(np.where(np.isfinite(res.f), res.f, np.nan)))
+  best = best_start(res, rounding_floor(obj))
   estimator = {"form": "log L = LSE(a - alpha log N, b - beta log D, e)", "loss": loss, "delta": delta,
                "reduction": reduction, "space": "log", "optimiser": "batched projected L-BFGS (analysis.lbfgs)",
                "n_starts": int(x0.shape[0]), "bounds": {k: [float(lower[i]), float(upper[i])]
@@ -86,6 +86,23 @@ def fit_approach3(data, *, loss: str = "huber", delta: float = 1e-3, reduction: 
                        input=table.provenance(), **to_natural(res.x[best]))
 
 
+def rounding_floor(obj: LseObjective) -> float:
+  """The rounding floor in objective units: every residual at ZERO_RESIDUAL (scale-free through obj.scale)."""
+  return obj.scale * obj.log_n.size * 0.5 * ZERO_RESIDUAL**2
+
+
+def best_start(res: lbfgs.BatchResult, floor: float) -> int:
+  """The start with the lowest objective; when its search stalled (a flat ridge's floating-point floor), the best
+  start that converged in the same basin (same objective within the basin tolerance) stands for it, so one
+  stalled start among thousands that agree does not mark the fit as unconverged."""
+  f = np.where(np.isfinite(res.f), res.f, np.inf)
+  best = int(np.argmin(f))
+  if res.status[best] in (lbfgs.CONVERGED_GRAD, lbfgs.CONVERGED_F):
+    return best
+  converged = (res.status <= lbfgs.CONVERGED_F) & (f <= f[best] + diag.BASIN_RTOL * abs(f[best]) + floor)
+  return int(np.argmin(np.where(converged, f, np.inf))) if converged.any() else best
+
+
 def fit_diagnostics(obj: LseObjective, res: lbfgs.BatchResult, best: int, x0, lower, upper,
                     table: table_lib.RunTable) -> dict:
   """Everything a reader needs to trust (or not) the best start."""
@@ -93,8 +110,7 @@ def fit_diagnostics(obj: LseObjective, res: lbfgs.BatchResult, best: int, x0, lo
   names = [NATURAL_NAMES[k] for k in PARAM_NAMES]
   flags = diag.parameter_flags(names, x, x0[best], lower, upper, x0.min(0), x0.max(0))
   status = lbfgs.STATUS_NAMES[int(res.status[best])]
-  # The rounding floor in objective units: every residual at ZERO_RESIDUAL (scale-free through obj.scale).
-  floor = obj.scale * obj.log_n.size * 0.5 * ZERO_RESIDUAL**2
+  floor = rounding_floor(obj)
   n_basin = diag.basin_count(res.f, atol=floor)
   r = obj.residuals(x)[0]
   if res.status[best] == lbfgs.STALLED and np.max(np.abs(r)) < ZERO_RESIDUAL:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from analysis import parametric
+from analysis import lbfgs, parametric
 from analysis.table import from_frame
 from tests.analysis.conftest import CHINCHILLA_TRUTH, synthetic_frame
 
@@ -99,3 +99,18 @@ def test_bad_starts_and_options_are_user_errors(chinchilla_table):
     parametric.fit_approach3(chinchilla_table, loss="l1")
   with pytest.raises(UserError, match="grid"):
     parametric.start_grid({"a": (0,)})
+
+
+def _batch(f, status):
+  f = np.asarray(f, float)
+  return lbfgs.BatchResult(x=np.zeros((f.size, 5)), f=f, grad=np.zeros((f.size, 5)), status=np.asarray(status),
+                           n_iter=np.zeros(f.size, int), n_eval=0)
+
+
+def test_a_stalled_best_start_is_reported_through_a_converged_start_of_the_same_basin():
+  stalled, converged = lbfgs.STALLED, lbfgs.CONVERGED_F
+  same_basin = _batch([2.0, 1.0, 1.0 + 1e-9, 1.0 + 2e-9], [converged, stalled, stalled, converged])
+  assert parametric.best_start(same_basin, floor=0.0) == 3
+  other_basin = _batch([1.5, 1.0, 1.2], [converged, stalled, converged])
+  assert parametric.best_start(other_basin, floor=0.0) == 1   # nothing converged agrees: the stall stays visible
+  assert parametric.best_start(_batch([1.0, 0.5], [converged, converged]), floor=0.0) == 1
