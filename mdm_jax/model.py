@@ -3,6 +3,8 @@
 RMSNorm, QK-norm, RoPE, SwiGLU, untied zero-initialised head, no time input (the denoiser reads the mask ratio
 from its input). Every parameter carries logical axis names; `mdm_jax.sharding` maps them onto the mesh with its one
 rules table. Training code uses the functional form: `split` once, then `apply(graphdef, params, tokens)` under jit.
+The arithmetic of norms, projections, attention and SwiGLU is in `mdm_jax.ops`, whose hand-written VJPs keep few
+activations for the backward (tests/mdm_jax/test_model.py checks the whole model against a plain-JAX one).
 """
 import dataclasses
 
@@ -11,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mdm_jax import ops
 from mdm_jax.config import ModelConfig
 
 
@@ -39,9 +42,11 @@ class RMSNorm(nnx.Module):
     self.eps = eps
 
   def __call__(self, x):
-    x32 = x.astype(jnp.float32)
-    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return (normed * self.scale[...]).astype(x.dtype)
+    return ops.rms_norm(x, self.scale[...], self.eps)
+
+  def dense(self, x_NxD, ws: tuple) -> tuple:
+    """(self(x) @ w for w in ws), keeping only x for the backward (ops.norm_dense)."""
+    return ops.norm_dense(x_NxD, self.scale[...], ws, self.eps)
 
 
 def rope_tables(length: int, dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -52,17 +57,11 @@ def rope_tables(length: int, dim: int, theta: float) -> tuple[np.ndarray, np.nda
   return np.cos(angles_LxD).astype(np.float32), np.sin(angles_LxD).astype(np.float32)
 
 
-def rope(x_BxLxHxD, theta: float):
-  """Rotary position embedding, rotate-half convention over the head dim."""
-  cos_LxD, sin_LxD = rope_tables(x_BxLxHxD.shape[1], x_BxLxHxD.shape[-1], theta)
+def rope(x_BxLxHxD, cos_LxD, sin_LxD):
+  """Rotary position embedding, rotate-half convention over the head dim (tables from `rope_tables`)."""
   x1, x2 = jnp.split(x_BxLxHxD, 2, axis=-1)
   rotated = jnp.concatenate([-x2, x1], axis=-1)
   return x_BxLxHxD * cos_LxD[:, None, :] + rotated * sin_LxD[:, None, :]
-
-
-def dense(x_BxLxD, w_DxF):
-  """x @ w as one 2-D matmul over all tokens: its weight gradient is then a plain xᵀ·g dot (no transposes)."""
-  return (x_BxLxD.reshape(-1, x_BxLxD.shape[-1]) @ w_DxF).reshape(*x_BxLxD.shape[:-1], w_DxF.shape[-1])
 
 
 class Attention(nnx.Module):
@@ -76,71 +75,25 @@ class Attention(nnx.Module):
     self.k_norm = RMSNorm(dh, cfg.norm_eps, "head_dim") if cfg.qk_norm else None
     self.n_heads, self.head_dim, self.theta = h, dh, cfg.rope_theta
 
-  def __call__(self, x_BxLxD):
-    b, l, _ = x_BxLxD.shape
-    split = lambda y: y.reshape(b, l, self.n_heads, self.head_dim)
-    q = split(dense(x_BxLxD, self.wq[...]))
-    k = split(dense(x_BxLxD, self.wk[...]))
-    v = split(dense(x_BxLxD, self.wv[...]))
-    if self.q_norm is not None:
-      q, k = self.q_norm(q), self.k_norm(k)
-    # 1/√Dh folded into q: one elementwise pass over [B, L, H, Dh], fused with the norm, RoPE and the transpose.
-    q = rope(q, self.theta) * (1.0 / np.sqrt(self.head_dim)).astype(np.float32)
-    k = rope(k, self.theta)
-    heads_first = lambda y: y.transpose(0, 2, 1, 3)   # [B, H, L, Dh]: batched matmuls with batch dims leading
-    out_BxHxLxD = attention_core(heads_first(q), heads_first(k), heads_first(v))   # bidirectional: no mask
-    return dense(out_BxHxLxD.transpose(0, 2, 1, 3).reshape(b, l, -1), self.wo[...])
+  def __call__(self, h_BxLxD, norm: RMSNorm):
+    """Softmax attention of norm(h) with its output projection; the norm is fused into the q/k/v projection."""
+    b, l, d = h_BxLxD.shape
+    q, k, v = (y.reshape(b, l, self.n_heads, self.head_dim)
+               for y in norm.dense(h_BxLxD.reshape(b * l, d), (self.wq[...], self.wk[...], self.wv[...])))
+    scales = (self.q_norm.scale[...], self.k_norm.scale[...]) if self.q_norm is not None else ()
+    tables = rope_tables(l, self.head_dim, self.theta)   # an argument of prep: the backward recomputes its own
+    return ops.attention(self._prep, q, k, v, (scales, tables), self.wo[...])   # bidirectional: no mask
 
-
-@jax.custom_vjp
-def attention_core(q_BxHxLxD, k_BxHxLxD, v_BxHxLxD):
-  """softmax(q kᵀ) v over all positions (q already scaled). Custom VJP: the probabilities are saved once and the
-  four backward matmuls are canonical batched matmuls; no [B, H, L, L] broadcasts are materialised."""
-  return _attention_fwd(q_BxHxLxD, k_BxHxLxD, v_BxHxLxD)[0]
-
-
-def _attention_fwd(q, k, v):
-  scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)
-  e = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
-  probs = (e * (1.0 / jnp.sum(e, axis=-1, keepdims=True))).astype(v.dtype)
-  out = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
-  return out, (q, k, v, probs, out)
-
-
-def _attention_bwd(res, d_out):
-  q, k, v, probs, out = res
-  d_v = jnp.einsum("bhqk,bhqd->bhkd", probs, d_out)
-  d_probs = jnp.einsum("bhqd,bhkd->bhqk", d_out, v)
-  # Σ_k P·dP = Σ_d O·dO (FlashAttention's δ): a reduction over [.., Dh] instead of [.., L]
-  delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
-  d_scores = (probs.astype(jnp.float32) * (d_probs.astype(jnp.float32) - delta)).astype(q.dtype)
-  d_q = jnp.einsum("bhqk,bhkd->bhqd", d_scores, k)
-  d_k = jnp.einsum("bhqk,bhqd->bhkd", d_scores, q)
-  return d_q, d_k, d_v
-
-
-attention_core.defvjp(_attention_fwd, _attention_bwd)
-
-
-@jax.custom_vjp
-def swiglu(gate, up):
-  """silu(gate) · up. Custom VJP: saves only its two inputs; the backward is one elementwise pass."""
-  return jax.nn.silu(gate) * up
-
-
-def _swiglu_fwd(gate, up):
-  return swiglu(gate, up), (gate, up)
-
-
-def _swiglu_bwd(res, d_out):
-  gate, up = res
-  sig = jax.nn.sigmoid(gate)
-  silu = gate * sig
-  d_gate = d_out * up * sig * (1.0 + gate * (1.0 - sig))
-  return d_gate, d_out * silu
-
-
-swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
+  def _prep(self, q_BxLxHxD, k_BxLxHxD, params):
+    """QK-norm, RoPE and 1/√Dh (folded into q), heads-first: one elementwise pass each over q and k."""
+    scales, (cos_LxD, sin_LxD) = params
+    cos_LxD, sin_LxD = jax.lax.stop_gradient(cos_LxD), jax.lax.stop_gradient(sin_LxD)
+    if scales:
+      q_BxLxHxD = ops.rms_norm(q_BxLxHxD, scales[0], self.q_norm.eps)
+      k_BxLxHxD = ops.rms_norm(k_BxLxHxD, scales[1], self.k_norm.eps)
+    q_BxLxHxD = rope(q_BxLxHxD, cos_LxD, sin_LxD) * (1.0 / np.sqrt(self.head_dim)).astype(np.float32)
+    k_BxLxHxD = rope(k_BxLxHxD, cos_LxD, sin_LxD)
+    return q_BxLxHxD.transpose(0, 2, 1, 3), k_BxLxHxD.transpose(0, 2, 1, 3)
 
 
 class SwiGLU(nnx.Module):
@@ -150,35 +103,11 @@ class SwiGLU(nnx.Module):
     self.w_up = _param(rngs, (d, f), mult.init_std("w_up"), ("embed", "mlp"))
     self.w_down = _param(rngs, (f, d), mult.init_std("w_down"), ("mlp", "embed"))
 
-  def __call__(self, x_BxLxD):
-    b, l, d = x_BxLxD.shape
-    return swiglu_mlp(x_BxLxD.reshape(b * l, d), self.w_gate[...], self.w_up[...], self.w_down[...]).reshape(b, l, d)
-
-
-@jax.custom_vjp
-def swiglu_mlp(x_NxD, w_gate_DxF, w_up_DxF, w_down_FxD):
-  """(silu(x W_gate) · x W_up) W_down on 2-D [tokens, d] activations. Custom VJP: saves only x, gate and up (the
-  product is recomputed elementwise in the backward), so each layer keeps 2 [N, F] buffers instead of 5; every
-  backward matmul is a plain 2-D dot."""
-  return _swiglu_mlp_fwd(x_NxD, w_gate_DxF, w_up_DxF, w_down_FxD)[0]
-
-
-def _swiglu_mlp_fwd(x, w_gate, w_up, w_down):
-  gate, up = x @ w_gate, x @ w_up
-  return swiglu(gate, up) @ w_down, (x, gate, up, w_gate, w_up, w_down)
-
-
-def _swiglu_mlp_bwd(res, d_out):
-  x, gate, up, w_gate, w_up, w_down = res
-  # The barrier (tied to d_out) keeps the recomputation here: without it XLA CSEs it with the forward's or hoists
-  # it into the forward, and the sigmoid, silu and product stay alive until here (3 more [N, F] buffers per layer).
-  gate, up, d_out = jax.lax.optimization_barrier((gate, up, d_out))
-  d_gate, d_up = _swiglu_bwd((gate, up), d_out @ w_down.T)
-  d_x = d_gate @ w_gate.T + d_up @ w_up.T
-  return d_x, x.T @ d_gate, x.T @ d_up, swiglu(gate, up).T @ d_out
-
-
-swiglu_mlp.defvjp(_swiglu_mlp_fwd, _swiglu_mlp_bwd)
+  def __call__(self, h_BxLxD, norm: RMSNorm):
+    """SwiGLU of norm(h), the norm fused into the gate/up projection (ops.norm_dense)."""
+    b, l, d = h_BxLxD.shape
+    gate_NxF, up_NxF = norm.dense(h_BxLxD.reshape(b * l, d), (self.w_gate[...], self.w_up[...]))
+    return ops.swiglu_down(gate_NxF, up_NxF, self.w_down[...]).reshape(b, l, d)
 
 
 class Block(nnx.Module):
@@ -190,8 +119,8 @@ class Block(nnx.Module):
     self.residual = mult.residual
 
   def __call__(self, h_BxLxD):
-    h_BxLxD = h_BxLxD + self.residual * self.attn(self.attn_norm(h_BxLxD))
-    return h_BxLxD + self.residual * self.mlp(self.mlp_norm(h_BxLxD))
+    h_BxLxD = h_BxLxD + self.residual * self.attn(h_BxLxD, self.attn_norm)
+    return h_BxLxD + self.residual * self.mlp(h_BxLxD, self.mlp_norm)
 
 
 class Transformer(nnx.Module):
@@ -210,7 +139,9 @@ class Transformer(nnx.Module):
     h_BxLxD = shard_activation(h_BxLxD)
     for block in self.blocks:
       h_BxLxD = block(h_BxLxD)
-    return dense(self.final_norm(h_BxLxD), self.head[...]) * self.head_mult
+    b, l, d = h_BxLxD.shape
+    (logits_NxV,) = self.final_norm.dense(h_BxLxD.reshape(b * l, d), (self.head[...],))
+    return logits_NxV.reshape(b, l, -1) * self.head_mult
 
 
 def shard_activation(x_BxLxD):

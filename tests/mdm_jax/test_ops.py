@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mdm_jax import diffusion, model
+from mdm_jax import diffusion, model, ops
 from mdm_jax.config import ModelConfig
 
 RTOL = 1e-5
@@ -16,16 +16,28 @@ def assert_close(got, want):
   np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * np.max(np.abs(want)))
 
 
-def plain_attention(q, k, v):
-  return jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q, k), axis=-1), v)
+def plain_attention(prep, q, k, v, params, w_out):
+  q_h, k_h = prep(q, k, params)
+  probs = jax.nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q_h, k_h), axis=-1)
+  out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+  return out.reshape(*out.shape[:2], -1) @ w_out
 
 
-def plain_swiglu(gate, up):
-  return jax.nn.silu(gate) * up
+def scaled_heads_first(q, k, params):
+  """A prep with parameters of its own, like the model's QK-norm scales."""
+  return (q * params[0]).transpose(0, 2, 1, 3), (k * params[1]).transpose(0, 2, 1, 3)
 
 
-def plain_swiglu_mlp(x, w_gate, w_up, w_down):
-  return (jax.nn.silu(x @ w_gate) * (x @ w_up)) @ w_down
+def plain_swiglu_down(gate, up, w_down):
+  return (jax.nn.silu(gate) * up) @ w_down
+
+
+def plain_norm_dense(x, scale, ws, eps):
+  return tuple(plain_rms_norm(x, scale, eps) @ w for w in ws)
+
+
+def plain_rms_norm(x, scale, eps):
+  return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps) * scale
 
 
 def plain_cross_entropy(logits, targets, mask_id):
@@ -45,24 +57,36 @@ def _check_vjp(fast, plain, args, n_diff):
   weights = jax.random.normal(jax.random.key(9), out.shape, jnp.float32)
   loss = lambda f: lambda *a: jnp.sum(f(*a, *args[n_diff:]) * weights)
   argnums = tuple(range(n_diff))
-  for got, want in zip(jax.grad(loss(fast), argnums)(*args[:n_diff]), jax.grad(loss(plain), argnums)(*args[:n_diff])):
-    assert_close(got, want)
+  jax.tree.map(assert_close, jax.grad(loss(fast), argnums)(*args[:n_diff]),
+               jax.grad(loss(plain), argnums)(*args[:n_diff]))
 
 
 @pytest.mark.parametrize("scale", [0.3, 3.0])   # near-uniform and peaked attention
-def test_attention_core_matches_autodiff_of_softmax_attention(scale):
-  q, k, v = _normal(jax.random.key(0), (2, 3, 16, 8), (2, 3, 16, 8), (2, 3, 16, 8), scale=scale)
-  _check_vjp(jax.jit(model.attention_core), plain_attention, (q, k, v), 3)
+def test_attention_matches_autodiff_for_q_k_v_the_prep_parameters_and_the_projection(scale):
+  q, k, v, s_q, s_k = _normal(jax.random.key(0), (2, 16, 3, 8), (2, 16, 3, 8), (2, 16, 3, 8), (8,), (8,), scale=scale)
+  (w_out,) = _normal(jax.random.key(14), (24, 10))
+  fast = jax.jit(lambda q, k, v, p, w: ops.attention(scaled_heads_first, q, k, v, p, w))
+  plain = lambda q, k, v, p, w: plain_attention(scaled_heads_first, q, k, v, p, w)
+  _check_vjp(fast, plain, (q, k, v, (s_q, s_k), w_out), 5)
 
 
-def test_swiglu_matches_autodiff():
-  gate, up = _normal(jax.random.key(1), (64, 32), (64, 32), scale=3.0)
-  _check_vjp(model.swiglu, plain_swiglu, (gate, up), 2)
+def test_swiglu_down_matches_autodiff_for_gate_up_and_the_weight():
+  gate, up, w_down = _normal(jax.random.key(8), (48, 40), (48, 40), (40, 16), scale=2.0)
+  _check_vjp(jax.jit(ops.swiglu_down), plain_swiglu_down, (gate, up, w_down), 3)
 
 
-def test_swiglu_mlp_matches_autodiff_for_input_and_all_three_weights():
-  x, wg, wu, wd = _normal(jax.random.key(8), (48, 16), (16, 40), (16, 40), (40, 16))
-  _check_vjp(jax.jit(model.swiglu_mlp), plain_swiglu_mlp, (x, wg, wu, wd), 4)
+def test_norm_dense_matches_autodiff_for_input_scale_and_every_weight():
+  x, scale, w1, w2 = _normal(jax.random.key(13), (48, 16), (16,), (16, 40), (16, 8), scale=2.0)
+  fast = lambda *a: jnp.concatenate(ops.norm_dense(a[0], a[1], a[2:], 1e-6), axis=-1)
+  plain = lambda *a: jnp.concatenate(plain_norm_dense(a[0], a[1], a[2:], 1e-6), axis=-1)
+  _check_vjp(jax.jit(fast), plain, (x, scale, w1, w2), 4)
+
+
+@pytest.mark.parametrize("shape", [(6, 32), (2, 5, 3, 16)])   # model width and per-head (QK-norm) layouts
+def test_rms_norm_matches_autodiff_for_input_and_scale(shape):
+  x, scale = _normal(jax.random.key(10), shape, shape[-1:], scale=2.0)
+  eps = 1e-6
+  _check_vjp(jax.jit(lambda x, s: ops.rms_norm(x, s, eps)), lambda x, s: plain_rms_norm(x, s, eps), (x, scale), 2)
 
 
 def test_cross_entropy_matches_autodiff_with_the_mask_logit_excluded():
@@ -88,10 +112,45 @@ def test_whole_model_gradient_matches_the_plain_formulation(monkeypatch):
     return jnp.sum(diffusion.cross_entropy(model.apply(graphdef, p, inputs), tokens, mask_id))
 
   fast_value, fast_grads = jax.value_and_grad(loss)(params)
-  monkeypatch.setattr(model, "attention_core", plain_attention)
-  monkeypatch.setattr(model, "swiglu", plain_swiglu)
-  monkeypatch.setattr(model, "swiglu_mlp", plain_swiglu_mlp)
+  monkeypatch.setattr(ops, "attention", plain_attention)
+  monkeypatch.setattr(ops, "swiglu_down", plain_swiglu_down)
+  monkeypatch.setattr(ops, "norm_dense", plain_norm_dense)
+  monkeypatch.setattr(ops, "rms_norm", plain_rms_norm)
   monkeypatch.setattr(diffusion, "_cross_entropy", plain_cross_entropy)
   plain_value, plain_grads = jax.value_and_grad(loss)(params)
   assert_close(fast_value, plain_value)
   jax.tree.map(assert_close, fast_grads, plain_grads)
+
+
+def _temp_bytes(fn, *args) -> int:
+  """Bytes of XLA's temp buffer for the compiled gradient of sum(fn(*args)) w.r.t. every argument."""
+  grad = jax.jit(jax.grad(lambda *a: jnp.sum(fn(*a)), argnums=tuple(range(len(args)))))
+  return grad.lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+
+def test_mlp_stack_keeps_two_hidden_activations_per_layer():
+  """What `after` is for: the sigmoid and the product are recomputed in the backward, not kept from the forward
+  (XLA:CPU would otherwise keep 4 [N, F] buffers per layer alive between the passes)."""
+  layers, n, d, f = 6, 512, 64, 256
+  x, *ws = _normal(jax.random.key(11), (n, d), *[(d,), (d, f), (d, f), (f, d)] * layers, scale=0.1)
+
+  def stack(x, *ws):
+    for i in range(layers):
+      scale, w_gate, w_up, w_down = ws[4 * i:4 * i + 4]
+      x = x + ops.swiglu_down(*ops.norm_dense(x, scale, (w_gate, w_up), 1e-6), w_down)
+    return x
+  hidden = n * f * 4   # measured: 16.25 hidden buffers here; 34.25 without `after`, 35.26 with plain autodiff
+  assert _temp_bytes(stack, x, *ws) <= (2 * layers + 6) * hidden
+
+
+def test_rms_norm_stack_keeps_one_activation_per_norm():
+  """Its input (which tanh's backward keeps anyway) and no normalised copy: measured 9.0 activations for 8 norms,
+  16.1 without `after` or with plain autodiff."""
+  layers, n, d = 8, 1024, 128
+  x, *scales = _normal(jax.random.key(12), (n, d), *[(d,)] * layers)
+
+  def stack(x, *scales):
+    for s in scales:
+      x = jnp.tanh(ops.rms_norm(x, s, 1e-6))
+    return x
+  assert _temp_bytes(stack, x, *scales) <= (layers + 4) * n * d * 4
