@@ -93,7 +93,7 @@ def isoflop_profiles(fit, table) -> Figure:
   ax.set_xscale("log")
   ax.set_xlabel("parameters N" if axis == "params" else "tokens D")
   ax.set_ylabel("loss")
-  ax.set_title(f"isoFLOP profiles ({est['profile']}; hollow: dropped)")
+  ax.set_title(f"isoFLOP profiles\n({est['profile']}; hollow: dropped)")   # two lines: fits a column-width figure
   return fig
 
 
