@@ -44,9 +44,10 @@ class RMSNorm(nnx.Module):
   def __call__(self, x):
     return ops.rms_norm(x, self.scale[...], self.eps)
 
-  def dense(self, x_NxD, ws: tuple) -> tuple:
-    """(self(x) @ w for w in ws), keeping only x for the backward (ops.norm_dense)."""
-    return ops.norm_dense(x_NxD, self.scale[...], ws, self.eps)
+  def dense(self, x_BxLxD, ws: tuple) -> tuple:
+    """(self(x) @ w for w in ws) as 2-D [B·L, F] matmuls over all tokens, keeping only x for the backward
+    (ops.norm_dense); every weight gradient is then a plain xᵀ·g dot."""
+    return ops.norm_dense(x_BxLxD.reshape(-1, x_BxLxD.shape[-1]), self.scale[...], ws, self.eps)
 
 
 def rope_tables(length: int, dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -77,9 +78,9 @@ class Attention(nnx.Module):
 
   def __call__(self, h_BxLxD, norm: RMSNorm):
     """Softmax attention of norm(h) with its output projection; the norm is fused into the q/k/v projection."""
-    b, l, d = h_BxLxD.shape
+    b, l, _ = h_BxLxD.shape
     q, k, v = (y.reshape(b, l, self.n_heads, self.head_dim)
-               for y in norm.dense(h_BxLxD.reshape(b * l, d), (self.wq[...], self.wk[...], self.wv[...])))
+               for y in norm.dense(h_BxLxD, (self.wq[...], self.wk[...], self.wv[...])))
     scales = (self.q_norm.scale[...], self.k_norm.scale[...]) if self.q_norm is not None else ()
     tables = rope_tables(l, self.head_dim, self.theta)   # an argument of prep: the backward recomputes its own
     return ops.attention(self._prep, q, k, v, (scales, tables), self.wo[...])   # bidirectional: no mask
@@ -105,9 +106,8 @@ class SwiGLU(nnx.Module):
 
   def __call__(self, h_BxLxD, norm: RMSNorm):
     """SwiGLU of norm(h), the norm fused into the gate/up projection (ops.norm_dense)."""
-    b, l, d = h_BxLxD.shape
-    gate_NxF, up_NxF = norm.dense(h_BxLxD.reshape(b * l, d), (self.w_gate[...], self.w_up[...]))
-    return ops.swiglu_down(gate_NxF, up_NxF, self.w_down[...]).reshape(b, l, d)
+    gate_NxF, up_NxF = norm.dense(h_BxLxD, (self.w_gate[...], self.w_up[...]))
+    return ops.swiglu_down(gate_NxF, up_NxF, self.w_down[...]).reshape(h_BxLxD.shape)
 
 
 class Block(nnx.Module):
@@ -139,9 +139,8 @@ class Transformer(nnx.Module):
     h_BxLxD = shard_activation(h_BxLxD)
     for block in self.blocks:
       h_BxLxD = block(h_BxLxD)
-    b, l, d = h_BxLxD.shape
-    (logits_NxV,) = self.final_norm.dense(h_BxLxD.reshape(b * l, d), (self.head[...],))
-    return logits_NxV.reshape(b, l, -1) * self.head_mult
+    (logits_NxV,) = self.final_norm.dense(h_BxLxD, (self.head[...],))
+    return logits_NxV.reshape(*h_BxLxD.shape[:-1], -1) * self.head_mult
 
 
 def shard_activation(x_BxLxD):
