@@ -12,16 +12,22 @@ BASIN_RTOL = 1e-6
 FEW_STARTS = 100  # ml-scalefit: ~10 starts leave ~3% gaps on the exponents; ~100 are needed (§5.5)
 
 
-def basin_count(f_S, rtol: float = BASIN_RTOL, atol: float = 0.0) -> int:
-  """Number of starts whose objective is within rtol·|best| + atol of the best.
+def in_best_basin(f_S, rtol: float = BASIN_RTOL, atol: float = 0.0) -> np.ndarray:
+  """[S] bool: the starts whose (finite) objective is within rtol·|best| + atol of the best.
 
   atol is the caller's rounding floor in objective units (zero-residual fits end at ~1e-30 with scatter of the same
   order; every start there reached the truth)."""
   f = np.asarray(f_S, np.float64)
-  f = f[np.isfinite(f)]
-  if f.size == 0:
-    return 0
-  return int(np.sum(f <= f.min() + rtol * abs(f.min()) + atol))
+  finite = np.isfinite(f)
+  if not finite.any():
+    return finite
+  best = f[finite].min()
+  return finite & (f <= best + rtol * abs(best) + atol)
+
+
+def basin_count(f_S, rtol: float = BASIN_RTOL, atol: float = 0.0) -> int:
+  """Number of starts in the best basin (`in_best_basin`)."""
+  return int(np.sum(in_best_basin(f_S, rtol, atol)))
 
 
 def count_basins(f_S, rtol: float = BASIN_RTOL, atol: float = 0.0) -> int:

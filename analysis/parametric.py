@@ -97,10 +97,11 @@ def best_start(res: lbfgs.BatchResult, floor: float) -> int:
   stalled start among thousands that agree does not mark the fit as unconverged."""
   f = np.where(np.isfinite(res.f), res.f, np.inf)
   best = int(np.argmin(f))
-  if res.status[best] in (lbfgs.CONVERGED_GRAD, lbfgs.CONVERGED_F):
+  converged = res.status <= lbfgs.CONVERGED_F   # CONVERGED_GRAD or CONVERGED_F
+  if converged[best]:
     return best
-  converged = (res.status <= lbfgs.CONVERGED_F) & (f <= f[best] + diag.BASIN_RTOL * abs(f[best]) + floor)
-  return int(np.argmin(np.where(converged, f, np.inf))) if converged.any() else best
+  agreeing = converged & diag.in_best_basin(f, atol=floor)
+  return int(np.argmin(np.where(agreeing, f, np.inf))) if agreeing.any() else best
 
 
 def fit_diagnostics(obj: LseObjective, res: lbfgs.BatchResult, best: int, x0, lower, upper,
