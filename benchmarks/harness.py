@@ -23,15 +23,17 @@ import traceback
 _MATMUL_SIZES = (1024, 1536, 2048)
 
 
-def train_flops_per_token(d: int, L: int, H: int, ff: int, V: int, seq: int) -> float:
+def train_flops_per_token(d: int, L: int, H: int, ff: int, V: int, seq: int, head_rows: float = 1.0) -> float:
   """FALLBACK: METHOD.md §6.1 non-causal train FLOPs per token (MHA, SwiGLU, untied head, no cond).
+  `head_rows` < 1 counts the head on that fraction of the tokens only: the useful FLOPs of a loss that scores
+  masked positions only (the model FLOPs count every row).
 
   Replace with mdm_jax.flops once it exists so the lab has one FLOP function (tests/benchmarks checks this one).
   """
   dh = d // H
   dense = L * (2 * d * 3 * H * dh + 2 * H * dh * d + 2 * 3 * d * ff)
   attn = L * 4 * seq * H * dh
-  head = 2 * d * V
+  head = 2 * d * V * head_rows
   return 3.0 * (dense + attn + head)
 
 

@@ -41,6 +41,8 @@ NORM_EPS = 1e-6
 ROPE_THETA = 10000.0
 INIT_STD = 0.02
 SAMPLING_EPS = 1e-3
+# Expected fraction of masked (scored) positions: t = ε + (1 − ε)·U(0, 1), masked with probability t (linear).
+MASKED_FRACTION = (1.0 + SAMPLING_EPS) / 2
 LR, BETA1, BETA2, WEIGHT_DECAY, ADAM_EPS, CLIP_NORM = 3e-4, 0.9, 0.95, 0.1, 1e-8, 1.0
 
 

@@ -137,6 +137,8 @@ def bench_size(size: str, args, ceilings: dict) -> list[dict]:
     out = harness.run_bracketed(ref, [w for w in workers if w is not ref], calls, args.rounds,
                                 args.max_other_cores, args.retries, args.wait_seconds)
     flops_per_token = harness.train_flops_per_token(cfg.d, cfg.n_layers, cfg.n_heads, cfg.ff, cfg.vocab, cfg.seq)
+    useful_per_token = harness.train_flops_per_token(cfg.d, cfg.n_layers, cfg.n_heads, cfg.ff, cfg.vocab, cfg.seq,
+                                                     head_rows=sizes.MASKED_FRACTION)
     for w in workers:
       name, log = w.spec.name, out["logs"][w.spec.name]
       step_rss = w.call("hwm")
@@ -145,6 +147,7 @@ def bench_size(size: str, args, ceilings: dict) -> list[dict]:
       rows.append({"name": size, "impl": name, "tokens_per_s": tokens_per_s, "ratio_vs_torch_compile": ratio,
                    "clean_rounds": clean_rounds, "ratio_rounds": [round(r, 4) for r, _ in out["ratios"].get(name, [])],
                    "flops_per_token": flops_per_token, "achieved_flops_per_s": tokens_per_s * flops_per_token,
+                   "useful_flops_per_token": useful_per_token,
                    "peak_rss_mb": round(max(build_rss[name], step_rss), 1), "step_peak_rss_mb": round(step_rss, 1),
                    "calls_per_block": calls[name], "steps_per_call": per_call[name], **log.summary()})
     for w in workers:  # each library's own matmul peak, measured after the timing so that it disturbs nothing
@@ -182,7 +185,8 @@ def main(argv=None) -> int:
   ceiling_clean = best["other_cores"] <= args.max_other_cores  # a loaded ceiling is low: MFU would be inflated
   for row in rows:
     if "tokens_per_s" in row:
-      row.update(mfu=row["achieved_flops_per_s"] / ceiling, ceiling_flops_per_s=ceiling, ceiling_clean=ceiling_clean)
+      row.update(mfu=row["achieved_flops_per_s"] / ceiling, ceiling_flops_per_s=ceiling, ceiling_clean=ceiling_clean,
+                 useful_mfu=row["tokens_per_s"] * row["useful_flops_per_token"] / ceiling)
     print(json.dumps(row), flush=True)
   versions = {p: importlib.metadata.version(p) for p in ("torch", "jax", "jaxlib", "optax", "numpy")}
   print(json.dumps({"ceiling_flops_per_s": ceiling, "ceiling_clean": ceiling_clean, "ceiling_by_lib": ceilings,

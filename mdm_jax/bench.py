@@ -68,9 +68,11 @@ def make_step(name_or_dims, batch: int | None = None, seq: int | None = None, se
 
 
 def compiled_flops(step_fn, state) -> float:
-  """FLOPs of one compiled train step per XLA's cost analysis."""
-  with jax.set_mesh(step_fn.steps.mesh):
-    cost = step_fn.steps.train.jitted.lower(state, step_fn.batch).compile().cost_analysis()
+  """FLOPs of one compiled train step per XLA's cost analysis, with the head on every row: the model FLOPs that
+  the formula counts (the scored head's loop is data-dependent, and XLA counts a loop's body once)."""
+  steps = step_lib.build(step_fn.cfg, step_fn.steps.mesh, scored_head=False)
+  with jax.set_mesh(steps.mesh):
+    cost = steps.train.jitted.lower(state, step_fn.batch).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   return float(cost["flops"])
 

@@ -90,33 +90,38 @@ def cross_entropy(logits_BxLxV, targets_BxL, mask_id: int):
   return _cross_entropy(logits_BxLxV.astype(jnp.float32), targets_BxL, mask_id)
 
 
-def _logsumexp_without(logits_BxLxV, mask_id: int):
+def logsumexp_without(logits_NxV, mask_id: int):
   """log Σ_{v ≠ mask_id} exp(logits_v): the [MASK] column is left out inside the one pass, not added as −∞."""
-  keep_V = jnp.arange(logits_BxLxV.shape[-1]) != mask_id
-  top_BxL = jnp.max(jnp.where(keep_V, logits_BxLxV, -jnp.inf), axis=-1)
-  total_BxL = jnp.sum(jnp.where(keep_V, jnp.exp(logits_BxLxV - top_BxL[..., None]), 0.0), axis=-1)
-  return top_BxL + jnp.log(total_BxL)
+  keep_V = jnp.arange(logits_NxV.shape[-1]) != mask_id
+  top_N = jnp.max(jnp.where(keep_V, logits_NxV, -jnp.inf), axis=-1)
+  total_N = jnp.sum(jnp.where(keep_V, jnp.exp(logits_NxV - top_N[..., None]), 0.0), axis=-1)
+  return top_N + jnp.log(total_N)
+
+
+def ce_gradient(logits_NxV, lse_N, targets_N, d_ce_N, mask_id: int):
+  """d CE / d logits · d_ce = (softmax − one-hot(target)) · d_ce in one elementwise pass (no scatter, no saved
+  softmax), the [MASK] column zero."""
+  vocab_V = jnp.arange(logits_NxV.shape[-1])
+  probs = jnp.where(vocab_V == mask_id, 0.0, jnp.exp(logits_NxV - lse_N[..., None]))
+  onehot = (vocab_V == targets_N[..., None]).astype(jnp.float32)
+  return d_ce_N[..., None] * (probs - onehot)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _cross_entropy(logits_BxLxV, targets_BxL, mask_id: int):
-  lse_BxL = _logsumexp_without(logits_BxLxV, mask_id)
+  lse_BxL = logsumexp_without(logits_BxLxV, mask_id)
   return lse_BxL - jnp.take_along_axis(logits_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
 
 
 def _cross_entropy_fwd(logits_BxLxV, targets_BxL, mask_id: int):
-  lse_BxL = _logsumexp_without(logits_BxLxV, mask_id)
+  lse_BxL = logsumexp_without(logits_BxLxV, mask_id)
   ce_BxL = lse_BxL - jnp.take_along_axis(logits_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
   return ce_BxL, (logits_BxLxV, lse_BxL, targets_BxL)
 
 
 def _cross_entropy_bwd(mask_id: int, res, d_ce_BxL):
-  """d CE / d logits = softmax − one-hot(target), in one elementwise pass (no scatter, no saved softmax)."""
   logits_BxLxV, lse_BxL, targets_BxL = res
-  vocab_V = jnp.arange(logits_BxLxV.shape[-1])
-  probs = jnp.where(vocab_V == mask_id, 0.0, jnp.exp(logits_BxLxV - lse_BxL[..., None]))
-  onehot = (vocab_V == targets_BxL[..., None]).astype(jnp.float32)
-  return d_ce_BxL[..., None] * (probs - onehot), None
+  return ce_gradient(logits_BxLxV, lse_BxL, targets_BxL, d_ce_BxL, mask_id), None
 
 
 _cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
@@ -126,8 +131,19 @@ def loss_terms(logits_BxLxV, tokens_BxL, masked_BxL, t_B, loss_mask_BxL, modalit
                mask_id: int) -> LossTerms:
   """The weighted masked cross-entropy of one batch, as sums (per modality too)."""
   ce_BxL = cross_entropy(logits_BxLxV, tokens_BxL, mask_id)
+  return terms_from_ce(ce_BxL, masked_BxL, t_B, loss_mask_BxL, modality_BxL, cfg)
+
+
+def scored_weight(masked_BxL, t_B, loss_mask_BxL, cfg: DiffusionConfig):
+  """(scored [B, L], w(t) at scored positions and 0 elsewhere): what the loss sums CE with."""
   scored_BxL = masked_BxL & loss_mask_BxL
-  contrib_BxL = jnp.where(scored_BxL, ce_BxL, 0.0) * weight(cfg, t_B)[:, None]
+  return scored_BxL, jnp.where(scored_BxL, weight(cfg, t_B)[:, None], 0.0)
+
+
+def terms_from_ce(ce_BxL, masked_BxL, t_B, loss_mask_BxL, modality_BxL, cfg: DiffusionConfig) -> LossTerms:
+  """LossTerms of a batch from its per-position cross-entropy (only scored positions count)."""
+  scored_BxL, weight_BxL = scored_weight(masked_BxL, t_B, loss_mask_BxL, cfg)
+  contrib_BxL = jnp.where(scored_BxL, ce_BxL * weight_BxL, 0.0)
   onehot_BxLxM = jax.nn.one_hot(modality_BxL, N_MODALITIES, dtype=jnp.float32)   # M = 3, cheap
   real_BxL = loss_mask_BxL.astype(jnp.float32)
   return LossTerms(

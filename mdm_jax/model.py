@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mdm_jax import ops
+from mdm_jax import ops, scored_head
 from mdm_jax.config import ModelConfig
 
 
@@ -135,12 +135,26 @@ class Transformer(nnx.Module):
     self.embed_mult, self.head_mult = mult.embed, mult.head
 
   def __call__(self, tokens_BxL):
+    h_BxLxD = self.trunk(tokens_BxL)
+    (logits_NxV,) = self.final_norm.dense(h_BxLxD, (self.head[...],))
+    return logits_NxV.reshape(*h_BxLxD.shape[:-1], -1) * self.head_mult
+
+  def trunk(self, tokens_BxL):
+    """The residual stream after the last block, before the final norm: [B, L, D]."""
     h_BxLxD = jnp.take(self.embed[...], tokens_BxL, axis=0) * self.embed_mult
     h_BxLxD = shard_activation(h_BxLxD)
     for block in self.blocks:
       h_BxLxD = block(h_BxLxD)
-    (logits_NxV,) = self.final_norm.dense(h_BxLxD, (self.head[...],))
-    return logits_NxV.reshape(*h_BxLxD.shape[:-1], -1) * self.head_mult
+    return h_BxLxD
+
+  def scored_cross_entropy(self, tokens_BxL, targets_BxL, weight_BxL, scored_BxL, mask_id: int):
+    """(Σ_scored weight · CE, CE [B, L]) with the head run on the scored rows only (`mdm_jax.scored_head`)."""
+    h_BxLxD = self.trunk(tokens_BxL)
+    loss, ce_N = scored_head.scored_cross_entropy(
+        h_BxLxD.reshape(-1, h_BxLxD.shape[-1]), self.final_norm.scale[...], self.head[...], targets_BxL.reshape(-1),
+        weight_BxL.reshape(-1), scored_BxL.reshape(-1), head_mult=self.head_mult, eps=self.final_norm.eps,
+        mask_id=mask_id)
+    return loss, ce_N.reshape(targets_BxL.shape)
 
 
 def shard_activation(x_BxLxD):
@@ -164,3 +178,7 @@ def abstract(cfg: ModelConfig, vocab_size: int, mult: Multipliers | None = None)
 
 def apply(graphdef, params: dict, tokens_BxL):
   return nnx.merge(graphdef, params)(tokens_BxL)
+
+
+def apply_scored(graphdef, params: dict, tokens_BxL, targets_BxL, weight_BxL, scored_BxL, mask_id: int):
+  return nnx.merge(graphdef, params).scored_cross_entropy(tokens_BxL, targets_BxL, weight_BxL, scored_BxL, mask_id)

@@ -22,10 +22,10 @@ def after(x, dep):
 def rms_norm(x, scale, eps: float):
   """x / rms(x) · scale over the last axis, in fp32. Custom VJP: saves only x; the backward recomputes the rms and
   the normalised x (autodiff keeps the normalised x beside its scaled copy: one more activation per norm)."""
-  return (_normalise(x, eps)[0] * scale.astype(jnp.float32)).astype(x.dtype)
+  return (normalise(x, eps)[0] * scale.astype(jnp.float32)).astype(x.dtype)
 
 
-def _normalise(x, eps):
+def normalise(x, eps):
   """(x / rms(x), 1 / rms(x)) in fp32."""
   x32 = x.astype(jnp.float32)
   inv_rms = jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
@@ -38,11 +38,11 @@ def _rms_norm_fwd(x, scale, eps):
 
 def _rms_norm_bwd(eps, res, d_y):
   x, scale = res
-  normed, inv_rms = _normalise(after(x, d_y), eps)
-  return _rms_norm_backward(normed, inv_rms, scale, d_y.astype(jnp.float32), x.dtype)
+  normed, inv_rms = normalise(after(x, d_y), eps)
+  return rms_norm_backward(normed, inv_rms, scale, d_y.astype(jnp.float32), x.dtype)
 
 
-def _rms_norm_backward(normed, inv_rms, scale, d_y, dtype):
+def rms_norm_backward(normed, inv_rms, scale, d_y, dtype):
   d_normed = d_y * after(scale, d_y)   # not the forward's broadcast of scale: it would stay alive until here
   d_x = inv_rms * (d_normed - normed * jnp.mean(d_normed * normed, axis=-1, keepdims=True))
   d_scale = jnp.sum((d_y * normed).reshape(-1, scale.shape[-1]), axis=0)
@@ -69,10 +69,10 @@ def _norm_dense_bwd(eps, res, d_ys):
   d_x_n = sum(d_y @ w.T for d_y, w in zip(d_ys, ws))
   # Recompute after d_x_n, a matmul output: a dependence on an elementwise d_y (the logits' gradient) would have XLA
   # re-derive its first entry inside each consumer and keep d_y's own inputs alive as long.
-  normed, inv_rms = _normalise(after(x, d_x_n), eps)
+  normed, inv_rms = normalise(after(x, d_x_n), eps)
   x_n = (normed * after(scale, d_x_n)).astype(x.dtype)
   d_ws = tuple(x_n.T @ d_y for d_y in d_ys)
-  d_x, d_scale = _rms_norm_backward(normed, inv_rms, scale, d_x_n.astype(jnp.float32), x.dtype)
+  d_x, d_scale = rms_norm_backward(normed, inv_rms, scale, d_x_n.astype(jnp.float32), x.dtype)
   return d_x, d_scale, d_ws
 
 

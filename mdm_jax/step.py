@@ -51,8 +51,12 @@ class Steps:
   mesh: Any
 
 
-def build(cfg: Config, mesh, mult: model.Multipliers | None = None) -> Steps:
+def build(cfg: Config, mesh, mult: model.Multipliers | None = None, scored_head: bool | None = None) -> Steps:
+  """`scored_head`: the train step runs the head on masked positions only (`mdm_jax.scored_head`); by default when
+  the batch is not split over devices (its row gather would gather the batch)."""
   vocab = cfg.vocab
+  if scored_head is None:
+    scored_head = mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1) == 1
   mult = mult or parametrization.multipliers(cfg)   # forward multipliers and init stds are compiled in
   graphdef, abstract_state = model.abstract(cfg.model, vocab.size, mult)
   from flax import nnx
@@ -85,10 +89,13 @@ def build(cfg: Config, mesh, mult: model.Multipliers | None = None) -> Steps:
     z_BxL, masked_BxL = diffusion.corrupt(uniform_BxL, batch["tokens"], maskable, t_B, dcfg, mask_id)
 
     def objective(p):
-      logits = model.apply(graphdef, p, z_BxL)
-      terms = diffusion.loss_terms(logits, batch["tokens"], masked_BxL, t_B, batch["loss_mask"], batch["modality"],
-                                   dcfg, mask_id)
-      return terms.nelbo, terms
+      if scored_head:
+        scored_BxL, weight_BxL = diffusion.scored_weight(masked_BxL, t_B, batch["loss_mask"], dcfg)
+        nelbo, ce_BxL = model.apply_scored(graphdef, p, z_BxL, batch["tokens"], weight_BxL, scored_BxL, mask_id)
+      else:
+        ce_BxL = diffusion.cross_entropy(model.apply(graphdef, p, z_BxL), batch["tokens"], mask_id)
+      terms = diffusion.terms_from_ce(ce_BxL, masked_BxL, t_B, batch["loss_mask"], batch["modality"], dcfg)
+      return (nelbo if scored_head else terms.nelbo), terms
 
     (_, terms), grads = jax.value_and_grad(objective, has_aux=True)(params)
     return terms, grads

@@ -28,6 +28,21 @@ def test_train_flops_per_token_matches_hand_count(name):
       hand_count_train_flops_per_token(c)
 
 
+def test_useful_flops_count_the_head_on_the_masked_fraction_of_the_rows():
+  """The head's train FLOPs scale with head_rows; the masked fraction matches the lab's own t and mask sampling."""
+  c = sizes.SIZES["small"]
+  full = harness.train_flops_per_token(c.d, c.n_layers, c.n_heads, c.ff, c.vocab, c.seq)
+  useful = harness.train_flops_per_token(c.d, c.n_layers, c.n_heads, c.ff, c.vocab, c.seq, head_rows=0.25)
+  assert full - useful == pytest.approx(0.75 * 3 * 2 * c.d * c.vocab)
+  from mdm_jax import diffusion
+  from mdm_jax.config import DiffusionConfig
+  dcfg = DiffusionConfig(schedule="linear", sampling_eps=sizes.SAMPLING_EPS, antithetic=True)
+  t = diffusion.sample_t(jax.random.key(0), 4096, dcfg)
+  uniform = jax.random.uniform(jax.random.key(1), (4096, 256))
+  masked = diffusion.corrupt(uniform, jnp.zeros((4096, 256), jnp.int32), jnp.ones((4096, 256), bool), t, dcfg, 1)[1]
+  assert float(masked.mean()) == pytest.approx(sizes.MASKED_FRACTION, abs=0.002)   # sd ≈ 0.0005
+
+
 def test_tiny_hand_count_value():
   # tiny, written out: per layer 4·2·128·128² + 3·2·128·128·512 + 2·4·2·128²·32 = 75,497,472; ×2 layers
   # + head 2·128·128·512 = 16,777,216 -> 167,772,160 per sequence of 128 -> 1,310,720 per token, ×3.
