@@ -16,8 +16,9 @@ HERE = pathlib.Path(__file__).parent
 
 
 def test_loss_is_the_same_on_one_device_and_on_8_fake_devices():
+  """1x1x8 (tensor only) runs the scored head (mdm_jax.scored_head) on sharded weights; the others the full head."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  out = subprocess.run([sys.executable, str(HERE / "mesh_losses.py"), "8x1x1", "2x4x1", "1x4x2"], env=env,
+  out = subprocess.run([sys.executable, str(HERE / "mesh_losses.py"), "8x1x1", "2x4x1", "1x4x2", "1x1x8"], env=env,
                        capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   results = json.loads(out.stdout.strip().splitlines()[-1])
