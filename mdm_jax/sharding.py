@@ -54,11 +54,16 @@ def make_mesh(cfg: MeshConfig, devices=None) -> jax.sharding.Mesh:
   return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
 
 
+def batch_ways(mesh: jax.sharding.Mesh) -> int:
+  """How many shards the batch is split into: the product of the mesh axes the rules give "batch"."""
+  return math.prod(mesh.shape[axis] for axis in _RULES["batch"])
+
+
 def check_fits(cfg: Config, mesh: jax.sharding.Mesh):
   """Config checks that need the mesh: batch and sharded dims must divide by their axes."""
-  batch_ways = mesh.shape["data"] * mesh.shape["fsdp"]
-  if cfg.batch.micro % batch_ways:
-    raise ConfigError("batch.physical", f"micro-batch {cfg.batch.micro} is not divisible by data×fsdp = {batch_ways}",
+  ways = batch_ways(mesh)
+  if cfg.batch.micro % ways:
+    raise ConfigError("batch.physical", f"micro-batch {cfg.batch.micro} is not divisible by data×fsdp = {ways}",
                       "use a batch that is a multiple of the data-parallel ways")
   m = cfg.model
   for name, dim, axis in (("model.n_heads", m.n_heads, "tensor"), ("model.d_ff", m.d_ff, "tensor"),

@@ -56,7 +56,7 @@ def build(cfg: Config, mesh, mult: model.Multipliers | None = None, scored_head:
   the batch is not split over devices (its row gather would gather the batch)."""
   vocab = cfg.vocab
   if scored_head is None:
-    scored_head = mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1) == 1
+    scored_head = sharding.batch_ways(mesh) == 1
   mult = mult or parametrization.multipliers(cfg)   # forward multipliers and init stds are compiled in
   graphdef, abstract_state = model.abstract(cfg.model, vocab.size, mult)
   from flax import nnx

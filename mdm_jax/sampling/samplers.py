@@ -197,7 +197,7 @@ def sample(apply_fn: Callable, tokens_BxL, key, spec: SamplerSpec, mask_id: int,
       raise UserError("allowed_CxV", "every class used must allow at least one token")
   b = len(tokens_BxL)
   if mesh is not None:   # pad the batch to whole data-parallel shards; padded rows are dropped afterwards
-    pad = (-b) % (mesh.shape["data"] * mesh.shape["fsdp"])
+    pad = (-b) % sharding.batch_ways(mesh)
     tokens_BxL, slots_BxG, class_BxL = (np.concatenate([a, np.repeat(a[-1:], pad, 0)])
                                         for a in (tokens_BxL, slots_BxG, class_BxL))
   if not isinstance(apply_fn, jax.tree_util.Partial):
