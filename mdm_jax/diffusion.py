@@ -90,7 +90,7 @@ def cross_entropy(logits_BxLxV, targets_BxL, mask_id: int):
   return _cross_entropy(logits_BxLxV.astype(jnp.float32), targets_BxL, mask_id)
 
 
-def logsumexp_without(logits_NxV, mask_id: int):
+def _logsumexp_without(logits_NxV, mask_id: int):
   """log Σ_{v ≠ mask_id} exp(logits_v): the [MASK] column is left out inside the one pass, not added as −∞."""
   keep_V = jnp.arange(logits_NxV.shape[-1]) != mask_id
   top_N = jnp.max(jnp.where(keep_V, logits_NxV, -jnp.inf), axis=-1)
@@ -107,15 +107,19 @@ def ce_gradient(logits_NxV, lse_N, targets_N, d_ce_N, mask_id: int):
   return d_ce_N[..., None] * (probs - onehot)
 
 
+def ce_and_lse(logits_NxV, targets_N, mask_id: int):
+  """(CE, logsumexp without [MASK]) per row; the logsumexp is what `ce_gradient` needs."""
+  lse_N = _logsumexp_without(logits_NxV, mask_id)
+  return lse_N - jnp.take_along_axis(logits_NxV, targets_N[..., None], axis=-1)[..., 0], lse_N
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _cross_entropy(logits_BxLxV, targets_BxL, mask_id: int):
-  lse_BxL = logsumexp_without(logits_BxLxV, mask_id)
-  return lse_BxL - jnp.take_along_axis(logits_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
+  return ce_and_lse(logits_BxLxV, targets_BxL, mask_id)[0]
 
 
 def _cross_entropy_fwd(logits_BxLxV, targets_BxL, mask_id: int):
-  lse_BxL = logsumexp_without(logits_BxLxV, mask_id)
-  ce_BxL = lse_BxL - jnp.take_along_axis(logits_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
+  ce_BxL, lse_BxL = ce_and_lse(logits_BxLxV, targets_BxL, mask_id)
   return ce_BxL, (logits_BxLxV, lse_BxL, targets_BxL)
 
 

@@ -15,9 +15,11 @@ import jax.numpy as jnp
 
 from mdm_jax import diffusion, ops
 
+CHUNK_ROWS = 256   # 256 / 512 / 1024 ran within noise on small (benchmarks/README.md); smaller wastes less padding
+
 
 def scored_cross_entropy(h_NxD, scale_D, w_DxV, targets_N, weight_N, scored_N, *, head_mult: float, eps: float,
-                         mask_id: int, chunk: int = 256):
+                         mask_id: int, chunk: int = CHUNK_ROWS):
   """(Σ_scored weight · CE, CE_N) of logits = head_mult · rms_norm(h) @ W, the [MASK] logit at −∞; CE_N is zero at
   rows that are not scored and is not differentiable (it is for metrics). Differentiable w.r.t. h, scale and W."""
   loss, ce_N = _scored_ce(h_NxD, scale_D, w_DxV, targets_N, weight_N, scored_N, head_mult, eps, mask_id, chunk)
@@ -31,8 +33,7 @@ def _scored_ce(h, scale, w, targets, weight, scored, head_mult, eps, mask_id, ch
 
 
 def _scored_ce_fwd(h, scale, w, targets, weight, scored, head_mult, eps, mask_id, chunk):
-  out, grads = _chunk_loop(h, scale, w, targets, weight, scored, head_mult, eps, mask_id, chunk, True)
-  return out, grads
+  return _chunk_loop(h, scale, w, targets, weight, scored, head_mult, eps, mask_id, chunk, True)   # (out, grads)
 
 
 def _scored_ce_bwd(head_mult, eps, mask_id, chunk, grads, d_out):
@@ -61,8 +62,7 @@ def _chunk_loop(h_NxD, scale_D, w_DxV, targets_N, weight_N, scored_N, head_mult,
     normed_RxD, inv_rms_Rx1 = ops.normalise(jnp.take(h_NxD, rows_R, axis=0, mode="clip"), eps)
     x_RxD = normed_RxD * scale_D
     logits_RxV = head_mult * (x_RxD @ w_DxV)
-    lse_R = diffusion.logsumexp_without(logits_RxV, mask_id)
-    ce_R = lse_R - jnp.take_along_axis(logits_RxV, targets_R[:, None], axis=-1)[:, 0]
+    ce_R, lse_R = diffusion.ce_and_lse(logits_RxV, targets_R, mask_id)
     loss, ce_N = loss + jnp.sum(weight_R * ce_R), ce_N.at[rows_R].set(ce_R, mode="drop")
     if with_grad:
       d_h, d_scale, d_w = grads

@@ -50,7 +50,7 @@ def test_scored_head_loop_does_one_chunk_of_head_work_per_trip():
   one chunk of rows, so a trip does a chunk's head work (no pass over every row inside the loop)."""
   cfg = load_config("tiny")
   head_train = 3 * flops.forward_flops_per_token(cfg.model, cfg.data.seq_len, cfg.vocab_size).head
-  skipped = head_train * (cfg.tokens_per_step - scored_head.scored_cross_entropy.__kwdefaults__["chunk"])
+  skipped = head_train * (cfg.tokens_per_step - scored_head.CHUNK_ROWS)
   saved = _compiled_step_flops(cfg, scored_head=False) - _compiled_step_flops(cfg, scored_head=True)
   assert saved == pytest.approx(skipped, rel=0.05)
 
