@@ -15,6 +15,7 @@ from flax import nnx
 
 from mdm_jax import ops, scored_head
 from mdm_jax.config import ModelConfig
+from mdm_jax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +31,20 @@ class Multipliers:
   def init_std(self, module: str) -> float:
     return dict(self.init_std_by_module).get(module, self.init_std_hidden)
 
+
+# How parameters are stored, recorded in run.json as "param_layout"; bumped when a stored shape changes, so that an
+# older run's checkpoints are refused by name instead of failing (or, for a square weight, loading transposed).
+# 1: w_down [d_ff, d_model]. 2: w_down [d_model, d_ff].
+PARAM_LAYOUT = 2
+
+
+def check_param_layout(record: dict, path) -> None:
+  """UserError when the run.json `record` (read from `path`) was written with another parameter layout."""
+  got = record.get("param_layout", 1)
+  if got != PARAM_LAYOUT:
+    raise UserError(f"{path}: param_layout", f"is {got}; this mdm-lab stores parameters in layout {PARAM_LAYOUT} "
+                    "(w_down [d_model, d_ff])", "train the run again into a new directory, or use the mdm-lab "
+                    "version that wrote it")
 
 def _param(rngs: nnx.Rngs, shape, std: float, axes: tuple):
   init = jnp.zeros(shape, jnp.float32) if std == 0 else std * jax.random.normal(rngs.params(), shape, jnp.float32)
@@ -102,7 +117,7 @@ class SwiGLU(nnx.Module):
     d, f = cfg.d_model, cfg.d_ff
     self.w_gate = _param(rngs, (d, f), mult.init_std("w_gate"), ("embed", "mlp"))
     self.w_up = _param(rngs, (d, f), mult.init_std("w_up"), ("embed", "mlp"))
-    self.w_down = _param(rngs, (f, d), mult.init_std("w_down"), ("mlp", "embed"))
+    self.w_down = _param(rngs, (d, f), mult.init_std("w_down"), ("embed", "mlp"))   # [out, in]: ops.swiglu_down
 
   def __call__(self, h_BxLxD, norm: RMSNorm):
     """SwiGLU of norm(h), the norm fused into the gate/up projection (ops.norm_dense)."""

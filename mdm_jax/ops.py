@@ -131,11 +131,12 @@ attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 @jax.custom_vjp
-def swiglu_down(gate_NxF, up_NxF, w_down_FxD):
-  """(silu(gate) · up) @ W_down on 2-D [tokens, d_ff] activations. Custom VJP: saves only gate and up; the sigmoid
-  and the product are recomputed in the backward (autodiff, or XLA left alone, keeps both: 2 more [N, F] buffers
-  per layer, 128 MiB on small)."""
-  return (jax.nn.silu(gate_NxF) * up_NxF) @ w_down_FxD
+def swiglu_down(gate_NxF, up_NxF, w_down_DxF):
+  """(silu(gate) · up) @ W_downᵀ on 2-D [tokens, d_ff] activations; W_down is stored [d_model, d_ff] (out × in)
+  so that its gradient d_outᵀ·h is a [D, F] dot, which XLA:CPU runs ≈ 1.3× faster than the [F, D] one. Custom
+  VJP: saves only gate and up; the sigmoid and the product are recomputed in the backward (autodiff, or XLA left
+  alone, keeps both: 2 more [N, F] buffers per layer, 128 MiB on small)."""
+  return (jax.nn.silu(gate_NxF) * up_NxF) @ w_down_DxF.T
 
 
 def _swiglu_down_fwd(gate, up, w_down):
@@ -144,12 +145,12 @@ def _swiglu_down_fwd(gate, up, w_down):
 
 def _swiglu_down_bwd(res, d_out):
   gate, up, w_down = res
-  d_h = d_out @ w_down.T
+  d_h = d_out @ w_down
   gate = after(gate, d_h)
   sig = jax.nn.sigmoid(gate)
   silu = gate * sig
   d_gate = d_h * up * sig * (1.0 + gate * (1.0 - sig))
-  return d_gate, d_h * silu, (silu * up).T @ d_out
+  return d_gate, d_h * silu, d_out.T @ (silu * up)
 
 
 swiglu_down.defvjp(_swiglu_down_fwd, _swiglu_down_bwd)

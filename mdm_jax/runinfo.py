@@ -7,7 +7,7 @@ import time
 
 import jax
 
-from mdm_jax import flops
+from mdm_jax import flops, model
 from mdm_jax.config import Config
 
 _PACKAGES = ("mdm-lab", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "numpy", "tokenizers")
@@ -38,6 +38,7 @@ def run_record(cfg: Config, source, hyper: dict, peak: float, peak_source: str, 
       "run_id": cfg.fingerprint(),
       "config": cfg.to_dict(),
       "params": flops.param_counts(cfg.model, cfg.vocab_size),
+      "param_layout": model.PARAM_LAYOUT,
       "flops": flops.run_flops(cfg),
       "tokens_planned": cfg.total_steps * cfg.tokens_per_step,
       "steps_planned": cfg.total_steps,

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from mdm_jax import flops, runio
+from mdm_jax import flops, model, runio
 from mdm_jax.config import Config
 from mdm_jax.errors import UserError
 
@@ -83,6 +83,8 @@ def check_run_dir(run_dir: pathlib.Path, cfg: Config):
     if not isinstance(old, dict) or old.get("run_id") not in (None, cfg.fingerprint()):
       raise UserError(str(run_dir), "holds a run with a different config (run.json run_id differs)",
                       "use a new --out directory, or the original config to resume")
+    if any((run_dir / "checkpoints").glob("*")):
+      model.check_param_layout(old, path)
   checkpoint.check_dir(run_dir)
 
 

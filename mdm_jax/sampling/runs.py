@@ -57,6 +57,7 @@ def read_config(run_dir: str | pathlib.Path) -> Config:
   if not isinstance(run, dict) or not isinstance(run.get("config"), dict):
     raise UserError(str(path), "has no config (not a run.json written by `mdm-lab train`)",
                     "pass the --out directory of `mdm-lab train`")
+  model.check_param_layout(run, path)
   return from_dict(run["config"])
 
 

@@ -15,7 +15,7 @@ def lab_params_from_probe(probe: dict) -> dict:
   block = lambda p: {"attn": {"wq": p["q"], "wk": p["k"], "wv": p["v"], "wo": p["o"], "q_norm": {"scale": p["q_norm"]},
                               "k_norm": {"scale": p["k_norm"]}},
                      "attn_norm": {"scale": p["attn_norm"]}, "mlp_norm": {"scale": p["mlp_norm"]},
-                     "mlp": {"w_gate": p["gate"], "w_up": p["up"], "w_down": p["down"]}}
+                     "mlp": {"w_gate": p["gate"], "w_up": p["up"], "w_down": p["down"].T}}
   return {"embed": probe["embed"], "blocks": {i: block(p) for i, p in enumerate(probe["layers"])},
           "final_norm": {"scale": probe["final_norm"]}, "head": probe["head"]}
 

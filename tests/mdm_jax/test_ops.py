@@ -28,8 +28,8 @@ def scaled_heads_first(q, k, params):
   return (q * params[0]).transpose(0, 2, 1, 3), (k * params[1]).transpose(0, 2, 1, 3)
 
 
-def plain_swiglu_down(gate, up, w_down):
-  return (jax.nn.silu(gate) * up) @ w_down
+def plain_swiglu_down(gate, up, w_down_DxF):
+  return (jax.nn.silu(gate) * up) @ w_down_DxF.T
 
 
 def plain_norm_dense(x, scale, ws, eps):
@@ -71,7 +71,7 @@ def test_attention_matches_autodiff_for_q_k_v_the_prep_parameters_and_the_projec
 
 
 def test_swiglu_down_matches_autodiff_for_gate_up_and_the_weight():
-  gate, up, w_down = _normal(jax.random.key(8), (48, 40), (48, 40), (40, 16), scale=2.0)
+  gate, up, w_down = _normal(jax.random.key(8), (48, 40), (48, 40), (16, 40), scale=2.0)
   _check_vjp(jax.jit(ops.swiglu_down), plain_swiglu_down, (gate, up, w_down), 3)
 
 
@@ -132,7 +132,7 @@ def test_mlp_stack_keeps_two_hidden_activations_per_layer():
   """What `after` is for: the sigmoid and the product are recomputed in the backward, not kept from the forward
   (XLA:CPU would otherwise keep 4 [N, F] buffers per layer alive between the passes)."""
   layers, n, d, f = 6, 512, 64, 256
-  x, *ws = _normal(jax.random.key(11), (n, d), *[(d,), (d, f), (d, f), (f, d)] * layers, scale=0.1)
+  x, *ws = _normal(jax.random.key(11), (n, d), *[(d,), (d, f), (d, f), (d, f)] * layers, scale=0.1)
 
   def stack(x, *ws):
     for i in range(layers):

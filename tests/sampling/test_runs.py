@@ -1,4 +1,5 @@
 """Loading a run for inference, and the held-out data it is judged against."""
+import json
 import shutil
 
 import jax
@@ -26,6 +27,10 @@ def test_missing_checkpoints_and_steps_are_user_errors(micro_run, tmp_path):
     runs.load(micro_run, step=7)
   shutil.copy(micro_run / "run.json", tmp_path / "run.json")
   with pytest.raises(UserError, match="no checkpoint"):
+    runs.load(tmp_path)
+  record = json.loads((tmp_path / "run.json").read_text())
+  (tmp_path / "run.json").write_text(json.dumps(dict(record, param_layout=1)))
+  with pytest.raises(UserError, match="param_layout.*is 1"):
     runs.load(tmp_path)
 
 
