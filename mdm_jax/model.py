@@ -46,6 +46,7 @@ def check_param_layout(record: dict, path) -> None:
                     "(w_down [d_model, d_ff])", "train the run again into a new directory, or use the mdm-lab "
                     "version that wrote it")
 
+
 def _param(rngs: nnx.Rngs, shape, std: float, axes: tuple):
   init = jnp.zeros(shape, jnp.float32) if std == 0 else std * jax.random.normal(rngs.params(), shape, jnp.float32)
   return nnx.Param(init, out_sharding=axes, eager_sharding=False)

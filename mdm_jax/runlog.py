@@ -69,11 +69,12 @@ def eval_summary(terms: list) -> dict:
 
 def check_run_dir(run_dir: pathlib.Path, cfg: Config):
   """The output directory is usable for this config: a directory (or absent), whose run.json (if any) is readable
-  and belongs to the same config, and whose checkpoints/ is a checkpoint directory. UserError naming the path."""
+  and belongs to the same config, and whose checkpoints/ is a checkpoint directory holding this mdm-lab's parameter
+  layout. UserError naming the path."""
   from mdm_jax import checkpoint
   if run_dir.exists() and not run_dir.is_dir():
     raise UserError(str(run_dir), "exists and is not a directory", "give a new or an existing run directory as --out")
-  path = run_dir / runio.RUN_JSON
+  path, old = run_dir / runio.RUN_JSON, None
   if path.exists():
     try:
       old = runio.read_json(path)
@@ -83,9 +84,8 @@ def check_run_dir(run_dir: pathlib.Path, cfg: Config):
     if not isinstance(old, dict) or old.get("run_id") not in (None, cfg.fingerprint()):
       raise UserError(str(run_dir), "holds a run with a different config (run.json run_id differs)",
                       "use a new --out directory, or the original config to resume")
-    if any((run_dir / "checkpoints").glob("*")):
-      model.check_param_layout(old, path)
-  checkpoint.check_dir(run_dir)
+  if any(checkpoint.check_dir(run_dir).glob("*")) and old is not None:
+    model.check_param_layout(old, path)
 
 
 def note_fallbacks(files: "RunFiles", fallbacks: list[dict], start: int) -> None:
