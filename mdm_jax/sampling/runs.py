@@ -69,11 +69,11 @@ def load(run_dir: str | pathlib.Path, step: int | None = None, mesh=None) -> Loa
   mesh = mesh or sharding.make_mesh(MeshConfig(data=-1))
   graphdef, abstract_state = model.abstract(cfg.model, cfg.vocab_size, parametrization.multipliers(cfg))
   ckpt = checkpoint.Checkpoints(run_dir, keep=1, every=1, create=False)
-  latest, available = ckpt.latest_step(), ckpt.manager.all_steps()
+  latest, available, ckpt_dir = ckpt.latest_step(), ckpt.all_steps(), ckpt.dir
   ckpt.close()
   step = latest if step is None else step
   if step is None or step not in available:
-    raise UserError(str(run_dir / "checkpoints"), f"no checkpoint at step {step}" if step else "no checkpoint",
+    raise UserError(str(ckpt_dir), f"no checkpoint at step {step}" if step else "no checkpoint",
                     f"available steps: {sorted(available)}" if available else "train the run first")
   host_params = _like(checkpoint.load_params(run_dir, step), nnx.to_pure_dict(abstract_state), run_dir)
   params = jax.device_put(host_params, sharding.named(mesh, sharding.param_specs(abstract_state)))

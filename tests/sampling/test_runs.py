@@ -23,8 +23,9 @@ def test_loaded_parameters_are_the_checkpoints_and_drive_the_model(micro_run):
 
 
 def test_missing_checkpoints_and_steps_are_user_errors(micro_run, tmp_path):
-  with pytest.raises(UserError, match="available steps: \\[24\\]"):
+  with pytest.raises(UserError, match="available steps: \\[24\\]") as missing:
     runs.load(micro_run, step=7)
+  assert missing.value.field == str((micro_run / "checkpoints").absolute())   # names the directory it looked in
   shutil.copy(micro_run / "run.json", tmp_path / "run.json")
   with pytest.raises(UserError, match="no checkpoint"):
     runs.load(tmp_path)
