@@ -69,12 +69,12 @@ def load(run_dir: str | pathlib.Path, step: int | None = None, mesh=None) -> Loa
   mesh = mesh or sharding.make_mesh(MeshConfig(data=-1))
   graphdef, abstract_state = model.abstract(cfg.model, cfg.vocab_size, parametrization.multipliers(cfg))
   ckpt = checkpoint.Checkpoints(run_dir, keep=1, every=1, create=False)
-  latest, available, ckpt_dir = ckpt.latest_step(), ckpt.all_steps(), ckpt.dir
+  latest, available = ckpt.latest_step(), ckpt.all_steps()   # all_steps() is sorted
   ckpt.close()
   step = latest if step is None else step
   if step is None or step not in available:
-    raise UserError(str(ckpt_dir), f"no checkpoint at step {step}" if step else "no checkpoint",
-                    f"available steps: {sorted(available)}" if available else "train the run first")
+    raise UserError(str(ckpt.dir), f"no checkpoint at step {step}" if step else "no checkpoint",
+                    f"available steps: {available}" if available else "train the run first")
   host_params = _like(checkpoint.load_params(run_dir, step), nnx.to_pure_dict(abstract_state), run_dir)
   params = jax.device_put(host_params, sharding.named(mesh, sharding.param_specs(abstract_state)))
   return LoadedRun(run_dir, cfg, int(step), params, jax.tree_util.Partial(model.apply, graphdef, params), mesh)
