@@ -13,7 +13,7 @@ special id rather than at vocab − 1 (the batch never holds it), and norm scale
 import jax
 import numpy as np
 
-from mdm_jax import flops, loop, optim, sharding, step as step_lib
+from mdm_jax import cpu_attention, flops, loop, optim, sharding, step as step_lib
 from mdm_jax.config import Config, load_config
 from mdm_jax.data.vocab import SPECIALS
 
@@ -69,9 +69,10 @@ def make_step(name_or_dims, batch: int | None = None, seq: int | None = None, se
 
 def compiled_flops(step_fn, state) -> float:
   """FLOPs of one compiled train step per XLA's cost analysis, with the head on every row: the model FLOPs that
-  the formula counts (the scored head's loop is data-dependent, and XLA counts a loop's body once)."""
+  the formula counts (the scored head's loop is data-dependent, and XLA counts a loop's body once), and XLA's own
+  attention dots (cost analysis cannot see into the CPU attention kernel, which does the same dots)."""
   steps = step_lib.build(step_fn.cfg, step_fn.steps.mesh, scored_head=False)
-  with jax.set_mesh(steps.mesh):
+  with jax.set_mesh(steps.mesh), cpu_attention.xla_only():
     cost = steps.train.jitted.lower(state, step_fn.batch).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   return float(cost["flops"])

@@ -10,6 +10,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from mdm_jax import cpu_attention
+
 
 def after(x, dep):
   """`x` with a false data dependence on `dep` (+ 0 × one entry of it). XLA:CPU drops optimization barriers, so
@@ -98,33 +100,55 @@ def _tokens_major(out_BxHxLxD):
   return _heads_first(out_BxHxLxD).reshape(b * l, h * dh)
 
 
+def _kernel_core(*arrays) -> bool:
+  """Whether attention's core runs as the CPU kernel (mdm_jax/cpu_attention.py): fp32 on a CPU backend and one
+  device (XLA's partitioner cannot split a custom call: on a mesh it would gather the whole batch onto each device)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  one_device = mesh is None or mesh.empty or mesh.size == 1
+  return one_device and all(x.dtype == jnp.float32 for x in arrays) and cpu_attention.available()
+
+
 def _attention_fwd(prep, q, k, v, prep_params, w_out):
   q_h, k_h = prep(q, k, prep_params)
-  scores = jnp.einsum("bhqd,bhkd->bhqk", q_h, k_h).astype(jnp.float32)
-  e = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
-  probs = (e * (1.0 / jnp.sum(e, axis=-1, keepdims=True))).astype(v.dtype)
-  out_h = jnp.einsum("bhqk,bhkd->bhqd", probs, _heads_first(v))
-  y_NxD = _tokens_major(out_h) @ w_out
-  return y_NxD.reshape(*v.shape[:2], -1), (q, k, v, prep_params, w_out, probs, out_h)
+  if _kernel_core(q, k, v):
+    out, probs = cpu_attention.forward(q_h, k_h, v)   # out tokens-major [B, L, H, Dh]: no transposes
+    out_NxHD = out.reshape(-1, w_out.shape[0])
+  else:
+    scores = jnp.einsum("bhqd,bhkd->bhqk", q_h, k_h).astype(jnp.float32)
+    e = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
+    probs = (e * (1.0 / jnp.sum(e, axis=-1, keepdims=True))).astype(v.dtype)
+    out = jnp.einsum("bhqk,bhkd->bhqd", probs, _heads_first(v))   # heads-first
+    out_NxHD = _tokens_major(out)
+  y_NxD = out_NxHD @ w_out
+  return y_NxD.reshape(*v.shape[:2], -1), (q, k, v, prep_params, w_out, probs, out)
 
 
 def _attention_bwd(prep, res, d_y):
-  q, k, v, prep_params, w_out, probs, out_h = res
+  q, k, v, prep_params, w_out, probs, out = res
   d_y_NxD = d_y.reshape(-1, d_y.shape[-1])
   d_out_NxHD = d_y_NxD @ w_out.T
-  q, k, v, prep_params, out_h = jax.tree.map(lambda x: after(x, d_out_NxHD), (q, k, v, prep_params, out_h))
-  d_w_out = _tokens_major(out_h).T @ d_y_NxD
+  kernel = _kernel_core(q, k, v)   # the forward's choice, made again on the same arrays
+  q, k, v, prep_params, out = jax.tree.map(lambda x: after(x, d_out_NxHD), (q, k, v, prep_params, out))
+  d_w_out = (out.reshape(-1, w_out.shape[0]) if kernel else _tokens_major(out)).T @ d_y_NxD
   (q_h, k_h), prep_vjp = jax.vjp(prep, q, k, prep_params)
-  d_out_h = _heads_first(d_out_NxHD.reshape(v.shape))
+  if kernel:
+    d_q_h, d_k_h, d_v = cpu_attention.backward(probs, q_h, k_h, v, out, d_out_NxHD.reshape(v.shape))
+  else:
+    d_q_h, d_k_h, d_v = _core_bwd(probs, q_h, k_h, v, out, _heads_first(d_out_NxHD.reshape(v.shape)))
+  d_q, d_k, d_prep_params = prep_vjp((d_q_h, d_k_h))
+  return d_q, d_k, d_v, d_prep_params, d_w_out
+
+
+def _core_bwd(probs, q_h, k_h, v, out_h, d_out_h):
+  """XLA's backward of the core, heads-first."""
   d_v = jnp.einsum("bhqk,bhqd->bkhd", probs, d_out_h)
   d_probs = jnp.einsum("bhqd,bhkd->bhqk", d_out_h, _heads_first(v))
   # Σ_k P·dP = Σ_d O·dO (FlashAttention's δ): a reduction over [.., Dh] instead of [.., L]
   delta = jnp.sum(d_out_h.astype(jnp.float32) * out_h.astype(jnp.float32), axis=-1, keepdims=True)
-  d_scores = (probs.astype(jnp.float32) * (d_probs.astype(jnp.float32) - delta)).astype(q.dtype)
+  d_scores = (probs.astype(jnp.float32) * (d_probs.astype(jnp.float32) - delta)).astype(q_h.dtype)
   d_q_h = jnp.einsum("bhqk,bhkd->bhqd", d_scores, k_h)
   d_k_h = jnp.einsum("bhqk,bhqd->bhkd", d_scores, q_h)
-  d_q, d_k, d_prep_params = prep_vjp((d_q_h, d_k_h))
-  return d_q, d_k, d_v, d_prep_params, d_w_out
+  return d_q_h, d_k_h, d_v
 
 
 attention.defvjp(_attention_fwd, _attention_bwd)

@@ -1,10 +1,12 @@
 """Every hand-written VJP of the fast step against jax.grad of the plain formulation (fp32, ≤ 1e-5 relative)."""
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mdm_jax import diffusion, model, ops
+from mdm_jax import cpu_attention, diffusion, model, ops
 from mdm_jax.config import ModelConfig
 
 RTOL = 1e-5
@@ -61,13 +63,19 @@ def _check_vjp(fast, plain, args, n_diff):
                jax.grad(loss(plain), argnums)(*args[:n_diff]))
 
 
+@pytest.mark.parametrize("core", ["cpu kernel", "xla"])   # ops.attention's two cores (mdm_jax/cpu_attention.py)
 @pytest.mark.parametrize("scale", [0.3, 3.0])   # near-uniform and peaked attention
-def test_attention_matches_autodiff_for_q_k_v_the_prep_parameters_and_the_projection(scale):
+def test_attention_matches_autodiff_for_q_k_v_the_prep_parameters_and_the_projection(scale, core):
+  if core == "cpu kernel" and not cpu_attention.available():
+    pytest.fail(f"the CPU attention kernel should build here: {cpu_attention.unavailable_reason()}")
   q, k, v, s_q, s_k = _normal(jax.random.key(0), (2, 16, 3, 8), (2, 16, 3, 8), (2, 16, 3, 8), (8,), (8,), scale=scale)
   (w_out,) = _normal(jax.random.key(14), (24, 10))
   fast = jax.jit(lambda q, k, v, p, w: ops.attention(scaled_heads_first, q, k, v, p, w))
   plain = lambda q, k, v, p, w: plain_attention(scaled_heads_first, q, k, v, p, w)
-  _check_vjp(fast, plain, (q, k, v, (s_q, s_k), w_out), 5)
+  with cpu_attention.xla_only() if core == "xla" else contextlib.nullcontext():
+    lowered = fast.lower(q, k, v, (s_q, s_k), w_out).as_text()
+    assert ("mdm_attention_fwd" in lowered) == (core == "cpu kernel")
+    _check_vjp(fast, plain, (q, k, v, (s_q, s_k), w_out), 5)
 
 
 def test_swiglu_down_matches_autodiff_for_gate_up_and_the_weight():
