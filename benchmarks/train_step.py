@@ -8,8 +8,9 @@ interleaved blocks ref/cand/ref, median over rounds of the step-time ratio, load
 
 Implementations: torch-compile (the reference), torch-eager (benchmarks/torch_reference.py), torch-compile+thp (the
 reference given mdm-lab's huge-page tunable, mdm_jax/hostmem.py), jax-probe
-(benchmarks/jax_probe.py, plain JAX), mdm-lab, the lab's own train program, and mdm-lab-1step, the same with one
-step per device call (train.steps_per_call=1). mdm-lab must provide:
+(benchmarks/jax_probe.py, plain JAX), mdm-lab, the lab's own train program, mdm-lab-1step, the same with one
+step per device call (train.steps_per_call=1), and mdm-lab-xla-attention, the same with XLA's attention dots
+instead of the CPU attention kernel (MDM_LAB_CPU_ATTENTION=0, mdm_jax/cpu_attention.py). mdm-lab must provide:
 
   mdm_jax.bench.make_step(name_or_dims, batch: int, seq: int) -> (step_fn, state)
 
@@ -58,6 +59,7 @@ IMPLS = {
     "jax-probe": ("benchmarks.jax_probe", "make_step", {}, "jax", {}),
     "mdm-lab": ("mdm_jax.bench", "make_step", {}, "jax", _THP),
     "mdm-lab-1step": ("mdm_jax.bench", "make_step", {"steps_per_call": 1}, "jax", _THP),
+    "mdm-lab-xla-attention": ("mdm_jax.bench", "make_step", {}, "jax", {**_THP, "MDM_LAB_CPU_ATTENTION": "0"}),
 }
 
 

@@ -10,11 +10,13 @@ import contextlib
 import ctypes
 import functools
 import hashlib
+import logging
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import jax
@@ -48,6 +50,7 @@ def _build() -> Path:
   if lib.exists():
     return lib
   lib.parent.mkdir(parents=True, exist_ok=True)
+  logging.getLogger(__name__).info("building %s (once per machine and jaxlib) into %s", _SOURCE.name, lib.parent)
   with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
     obj, out = Path(tmp) / "a.o", Path(tmp) / "a.so"
     # -ffast-math for the compile only (libmvec's vector expf): linked with it, the library would set flush-to-zero
@@ -76,6 +79,7 @@ def _load() -> str | None:
   try:
     lib = ctypes.CDLL(str(_build()))
   except (OSError, ImportError) as e:
+    warnings.warn(f"the CPU attention kernel is unavailable ({e}); attention runs on XLA's slower dots", stacklevel=2)
     return str(e)
   lib.MdmAttentionInit()
   for target, symbol in _TARGETS.items():

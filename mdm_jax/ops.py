@@ -85,9 +85,10 @@ norm_dense.defvjp(_norm_dense_fwd, _norm_dense_bwd)
 def attention(prep, q_BxLxHxD, k_BxLxHxD, v_BxLxHxD, prep_params, w_out_HDxD):
   """Bidirectional softmax attention and its output projection, tokens-major: [B, L, H, Dh] -> [B, L, D].
   `prep(q, k, prep_params) -> (q, k)` heads-first [B, H, L, Dh] (QK-norm, RoPE, the 1/√Dh scale; q and k are not
-  differentiated w.r.t. anything else). Custom VJP: saves the raw q, k, v, the probabilities and the heads-first
-  output; the backward recomputes `prep` and the output's tokens-major copy. Autodiff would keep the normed, rotated
-  and transposed q, k, v and both layouts of the output (4 more activations per layer, 64 MiB on small)."""
+  differentiated w.r.t. anything else). Custom VJP: saves the raw q, k, v, the probabilities and the output; the
+  backward recomputes `prep`. Autodiff would keep the normed, rotated and transposed q, k, v and both layouts of the
+  output (4 more activations per layer, 64 MiB on small). The core (scores, softmax, P·V and their backward) is the
+  CPU kernel of mdm_jax/cpu_attention.py where it applies (`_kernel_core`), else XLA's dots, heads-first."""
   return _attention_fwd(prep, q_BxLxHxD, k_BxLxHxD, v_BxLxHxD, prep_params, w_out_HDxD)[0]
 
 

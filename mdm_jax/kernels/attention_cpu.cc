@@ -111,6 +111,7 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> probs, ffi::Buff
     int64_t b = item / H, h = item % H, tok = b * L * ld + h * D;
     const float *pi = p0 + item * L * L, *qi = q0 + item * L * D, *ki = k0 + item * L * D;
     const float *vi = v0 + tok, *oi = o0 + tok, *doi = do0 + tok;
+    float *dqi = dq0 + item * L * D, *dki = dk0 + item * L * D;
     // dV = Pᵀ·dO; dP = dO·Vᵀ
     scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, D, L, 1.f, pi, L, doi, ld, 0.f, dv0 + tok, ld);
     scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, D, 1.f, doi, ld, vi, ld, 0.f, ds, L);
@@ -123,8 +124,8 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> probs, ffi::Buff
     for (int64_t i = 0; i < L; ++i)
       for (int64_t j = 0; j < L; ++j) ds[i * L + j] = pi[i * L + j] * (ds[i * L + j] - delta[i]);
     // dQ = dS·K; dK = dSᵀ·Q
-    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, 1.f, ds, L, ki, D, 0.f, dq0 + item * L * D, D);
-    scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, D, L, 1.f, ds, L, qi, D, 0.f, dk0 + item * L * D, D);
+    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, 1.f, ds, L, ki, D, 0.f, dqi, D);
+    scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, D, L, 1.f, ds, L, qi, D, 0.f, dki, D);
   });
   return ffi::Error::Success();
 }

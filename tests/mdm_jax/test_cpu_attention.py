@@ -95,3 +95,4 @@ def test_without_the_kernel_the_model_keeps_xla_dots_and_says_why(env, reason, t
   assert done.returncode == 0, done.stderr[-2000:]
   said, used = done.stdout.strip().splitlines()[-2:]
   assert reason in said and used == "False"
+  assert ("kernel is unavailable" in done.stderr) == ("CXX" in env)   # a failed build warns; opting out does not
