@@ -110,8 +110,14 @@ def xla_only():
     _xla_only = before
 
 
+def _require() -> None:
+  if (reason := _load()) is not None:
+    raise RuntimeError(f"the CPU attention kernel is unavailable: {reason}")
+
+
 def forward(q_h, k_h, v):
   """(out [.., L, H, Dh], probs [.., H, L, L]) of softmax(q_h·k_hᵀ)·v; q_h, k_h [.., H, L, Dh], v [.., L, H, Dh]."""
+  _require()
   *batch, h, l, dh = q_h.shape
   shapes = (jax.ShapeDtypeStruct(v.shape, jnp.float32), jax.ShapeDtypeStruct((*batch, h, l, l), jnp.float32))
   return jax.ffi.ffi_call("mdm_attention_fwd", shapes, vmap_method="broadcast_all")(q_h, k_h, v)
@@ -119,5 +125,6 @@ def forward(q_h, k_h, v):
 
 def backward(probs, q_h, k_h, v, out, d_out):
   """(d_q_h, d_k_h, d_v) of `forward`, given its probs and out and the output's gradient d_out [.., L, H, Dh]."""
+  _require()
   shapes = tuple(jax.ShapeDtypeStruct(x.shape, jnp.float32) for x in (q_h, k_h, v))
   return jax.ffi.ffi_call("mdm_attention_bwd", shapes, vmap_method="broadcast_all")(probs, q_h, k_h, v, out, d_out)

@@ -63,14 +63,16 @@ def test_nan_is_recorded_as_divergence_with_its_step(tmp_path, monkeypatch):
 
 
 def test_two_layer_model_learns_real_text_below_unigram_entropy(tmp_path):
-  cfg = load_config("tiny", ["train.steps=300", "train.eval_every=300", "train.log_every=50"])
+  # The loss sits on a plateau near the unigram entropy until step ≈ 200-250, and when it leaves depends on fp32
+  # rounding: at 300 steps one of four runs (CPU attention kernel or XLA's dots, jax 0.10 or 0.12) was still on it
+  # (5.21 nats); at 400 the four end at 4.85-4.92.
+  cfg = load_config("tiny", ["train.steps=400", "train.eval_every=400", "train.log_every=50"])
   rows = pipeline.load_packed_text(cfg).train_rows
   counts = np.bincount(rows.ravel(), minlength=cfg.vocab_size).astype(float)
   p = counts[counts > 0] / counts.sum()
   unigram_nats = float(-(p * np.log(p)).sum())
   result = train(cfg, tmp_path, progress=False)
-  print(f"unigram entropy {unigram_nats:.3f} nats; eval NELBO after 300 steps {result.final['eval/loss']:.3f}")
-  # measured 4.96 vs 5.18 nats; seeds 0-3 give 4.81-4.96 (the init draw alone moves it by 0.1)
+  print(f"unigram entropy {unigram_nats:.3f} nats; eval NELBO after 400 steps {result.final['eval/loss']:.3f}")
   assert result.final["eval/loss"] < unigram_nats - 0.15
 
 
