@@ -31,9 +31,11 @@ def _cache_dir() -> Path:
   return Path(root) / "kernels"
 
 
-def _cpu_model() -> str:
+def _cpu_flags() -> str:
+  """The instruction sets the build is for (it uses -march=native): part of the cache key."""
   try:
-    return next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
+    with open("/proc/cpuinfo") as f:
+      return next((line for line in f if line.startswith(("flags", "Features"))), "")
   except OSError:
     return platform.processor()
 
@@ -45,7 +47,7 @@ def _build() -> Path:
   if compiler is None:
     raise OSError("no C++ compiler (g++, or $CXX) on PATH")
   key = hashlib.sha256(b"\0".join([_SOURCE.read_bytes(), jax.ffi.include_dir().encode(), jax.__version__.encode(),
-                                   blas.get_lib_dir().encode(), _cpu_model().encode()])).hexdigest()[:16]
+                                   blas.get_lib_dir().encode(), _cpu_flags().encode()])).hexdigest()[:16]
   lib = _cache_dir() / f"attention_cpu-{key}.so"
   if lib.exists():
     return lib
@@ -58,7 +60,7 @@ def _build() -> Path:
     _run([compiler, "-O3", "-ffast-math", "-march=native", "-std=c++17", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}",
           f"-I{blas.get_include_dir()}", "-c", str(_SOURCE), "-o", str(obj)])
     _run([compiler, "-shared", str(obj), f"-L{blas.get_lib_dir()}", f"-l{blas.get_library()}",
-          f"-Wl,-rpath,{blas.get_lib_dir()}", "-lmvec", "-o", str(out)])
+          f"-Wl,-rpath,{blas.get_lib_dir()}", *(["-lmvec"] if platform.machine() == "x86_64" else []), "-o", str(out)])
     os.replace(out, lib)   # atomic: concurrent builders (pytest-xdist workers, sweep processes) never see half a file
   return lib
 
