@@ -22,13 +22,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from mdm_jax.data import text   # the lab's cache root (MDM_LAB_CACHE)
+
 _SOURCE = Path(__file__).parent / "kernels" / "attention_cpu.cc"
 _TARGETS = {"mdm_attention_fwd": "MdmAttentionForward", "mdm_attention_bwd": "MdmAttentionBackward"}
-
-
-def _cache_dir() -> Path:
-  root = os.environ.get("MDM_LAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mdm-lab")
-  return Path(root) / "kernels"
 
 
 def _cpu_flags() -> str:
@@ -48,7 +45,7 @@ def _build() -> Path:
     raise OSError("no C++ compiler (g++, or $CXX) on PATH")
   key = hashlib.sha256(b"\0".join([_SOURCE.read_bytes(), jax.ffi.include_dir().encode(), jax.__version__.encode(),
                                    blas.get_lib_dir().encode(), _cpu_flags().encode()])).hexdigest()[:16]
-  lib = _cache_dir() / f"attention_cpu-{key}.so"
+  lib = text.cache_dir() / "kernels" / f"attention_cpu-{key}.so"
   if lib.exists():
     return lib
   lib.parent.mkdir(parents=True, exist_ok=True)

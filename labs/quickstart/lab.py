@@ -8,13 +8,13 @@ L(N, D) = E + A/N^α + B/D^β to every run. Bootstrap over runs gives percentile
 its smallest or largest size cannot locate N* and is excluded from Approach 2 (the report says so).
 """
 import os
-import pathlib
 
 import numpy as np
 
 from analysis import figures, load_runs
 from analysis.pipeline import run_fit
 from labs.report import Report
+from mdm_jax.data import text
 from mdm_jax.errors import UserError
 from sweeps.plan import make_plan
 
@@ -48,8 +48,7 @@ def _compile_cache() -> None:
   or repeated quickstart skips XLA compilation; the first run compiles as usual."""
   import jax   # pylint: disable=import-outside-toplevel
   if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-    root = os.environ.get("MDM_LAB_CACHE") or pathlib.Path.home() / ".cache" / "mdm-lab"
-    jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(root) / "jax-compile"))
+    jax.config.update("jax_compilation_cache_dir", str(text.cache_dir() / "jax-compile"))
 
 
 def table(ctx):
