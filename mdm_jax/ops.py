@@ -101,6 +101,11 @@ def _tokens_major(out_BxHxLxD):
   return _heads_first(out_BxHxLxD).reshape(b * l, h * dh)
 
 
+def _output_rows(out, kernel: bool):
+  """The attention output as [tokens, H·Dh]: the kernel's is tokens-major already, XLA's core's heads-first."""
+  return out.reshape(out.shape[0] * out.shape[1], -1) if kernel else _tokens_major(out)
+
+
 def _kernel_core(*arrays) -> bool:
   """Whether attention's core runs as the CPU kernel (mdm_jax/cpu_attention.py): fp32 on a CPU backend and one
   device (XLA's partitioner cannot split a custom call: on a mesh it would gather the whole batch onto each device)."""
@@ -111,16 +116,15 @@ def _kernel_core(*arrays) -> bool:
 
 def _attention_fwd(prep, q, k, v, prep_params, w_out):
   q_h, k_h = prep(q, k, prep_params)
-  if _kernel_core(q, k, v):
+  kernel = _kernel_core(q, k, v)
+  if kernel:
     out, probs = cpu_attention.forward(q_h, k_h, v)   # out tokens-major [B, L, H, Dh]: no transposes
-    out_NxHD = out.reshape(-1, w_out.shape[0])
   else:
     scores = jnp.einsum("bhqd,bhkd->bhqk", q_h, k_h).astype(jnp.float32)
     e = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
     probs = (e * (1.0 / jnp.sum(e, axis=-1, keepdims=True))).astype(v.dtype)
     out = jnp.einsum("bhqk,bhkd->bhqd", probs, _heads_first(v))   # heads-first
-    out_NxHD = _tokens_major(out)
-  y_NxD = out_NxHD @ w_out
+  y_NxD = _output_rows(out, kernel) @ w_out
   return y_NxD.reshape(*v.shape[:2], -1), (q, k, v, prep_params, w_out, probs, out)
 
 
@@ -130,7 +134,7 @@ def _attention_bwd(prep, res, d_y):
   d_out_NxHD = d_y_NxD @ w_out.T
   kernel = _kernel_core(q, k, v)   # the forward's choice, made again on the same arrays
   q, k, v, prep_params, out = jax.tree.map(lambda x: after(x, d_out_NxHD), (q, k, v, prep_params, out))
-  d_w_out = (out.reshape(-1, w_out.shape[0]) if kernel else _tokens_major(out)).T @ d_y_NxD
+  d_w_out = _output_rows(out, kernel).T @ d_y_NxD
   (q_h, k_h), prep_vjp = jax.vjp(prep, q, k, prep_params)
   if kernel:
     d_q_h, d_k_h, d_v = cpu_attention.backward(probs, q_h, k_h, v, out, d_out_NxHD.reshape(v.shape))
